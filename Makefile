@@ -1,0 +1,31 @@
+# obliviate: `make run` (default benchmark, prints a leaderboard) and `make test` (the whole suite).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[ray,tune,dev]'
+	bash scripts/install-system.sh
+	touch $(STAMP)
+
+run: install
+	$(BIN)/obliviate run $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -x --timeout=600 tests
+
+bench: install
+	$(BIN)/python benchmarks/metric.py --quick
+	$(BIN)/python benchmarks/population.py --quick
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,181 @@
+"""`obliviate run | methods | report | compare | tune | data`: typer commands over the library.
+
+Bad input raises obliviate.errors.UserError anywhere below; `main` prints its one sentence to stderr and
+exits with status 2 (no traceback). Set OBLIVIATE_DEBUG=1 to see the traceback instead.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="The NeurIPS 2023 Machine Unlearning Challenge: benchmark, official metric, method zoo.")
+console = Console(width=None if sys.stdout.isatty() else 140)   # pipes and CI get full columns
+err = Console(stderr=True)
+
+
+class RichProgress:
+    def __init__(self):
+        self.p = None
+
+    def note(self, text):
+        console.print(f"[dim]{text}[/dim]")
+
+    def start(self, total, what):
+        if total == 0:
+            console.print("[dim]everything is cached: nothing to compute[/dim]")
+            return
+        self.p = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+        self.p.start()
+        self.task = self.p.add_task(f"models ({what})", total=total)
+
+    def advance(self, k, name):
+        if self.p:
+            self.p.update(self.task, advance=k, description=name[:22])
+
+    def stop(self):
+        if self.p:
+            self.p.stop()
+
+
+def parse_hp(items) -> dict:
+    hp = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UserError(f"--hp {item!r} is not name=value: write e.g. --hp lr=0.01 or --hp finetune.lr=0.01.")
+        hp[k] = v
+    return hp
+
+
+def leaderboard_table(board: dict) -> Table:
+    from .runner import COLUMNS, fmt, row_label
+    t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}")
+    for c in COLUMNS:
+        t.add_column(c, justify="left" if c == "method" else "right")
+    for r in board["rows"]:
+        style = {"ceiling": "green", "floor": "red"}.get(r["role"], "yellow" if r.get("over_budget") else None)
+        t.add_row(row_label(r), *[fmt(c, r[c]) for c in COLUMNS[1:]], style=style)
+    return t
+
+
+@app.command()
+def run(preset: str = typer.Option("digits", help="smoke | digits | fashion | cifar10 | manifest"),
+        method: List[str] = typer.Option(["finetune"], "--method", "-m",
+                                         help="registered name, a,b,c, all, or path/to/file.py:function"),
+        forget: Optional[str] = typer.Option(None, help="groups:K | random:FRACTION | class:C (default: preset's)"),
+        n_models: Optional[int] = typer.Option(None, "--n-models", "-n", help="population size (challenge: 512)"),
+        seed: int = typer.Option(0),
+        device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+        out: Optional[Path] = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
+        cache: Optional[Path] = typer.Option(None, help="artifact cache (default ~/.cache/obliviate)"),
+        data: Optional[Path] = typer.Option(None, help="data path for cifar10 / manifest / fashion"),
+        hp: List[str] = typer.Option([], "--hp", help="override a hyperparameter: name=value or method.name=value"),
+        executor: str = typer.Option("local", help="local | ray"),
+        address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)"),
+        budget: float = typer.Option(0.2, help="compute budget per unlearning run, as a fraction of one retraining"),
+        hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="hyperparameters saved by `tune`"),
+        report: bool = typer.Option(True, "--report/--no-report", help="write report.html at the end"),
+        quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Run the benchmark: original, oracle population, each method's population, leaderboard."""
+    from .runner import RunConfig, run as run_protocol
+    cfg = RunConfig(preset=preset, methods=method, forget=forget, n_models=n_models, seed=seed, device=device,
+                    out=str(out) if out else None, cache=str(cache) if cache else None,
+                    data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor,
+                    address=address, budget=budget, report=report, hp_preset=hp_preset)
+    board, out_dir = run_protocol(cfg, progress=None if quiet else RichProgress())
+    if not quiet:
+        console.print(leaderboard_table(board))
+        console.print(f"wrote {out_dir}/leaderboard.json, leaderboard.md"
+                      + (", report.html" if (out_dir / "report.html").exists() else ""))
+
+
+@app.command()
+def tune(method: str = typer.Option(..., "--method", "-m", help="a registered method"),
+         trials: int = typer.Option(20, help="Optuna trials (trial 0 = the published defaults)"),
+         preset: str = typer.Option("digits"), n_models: Optional[int] = typer.Option(None, "--n-models", "-n"),
+         name: str = typer.Option("tuned", help="save the best values as this hyperparameter preset"),
+         space: List[str] = typer.Option([], "--space", help="name=low:high search bounds"),
+         seed: int = typer.Option(0), device: str = typer.Option("auto"),
+         cache: Optional[Path] = typer.Option(None), data: Optional[Path] = typer.Option(None),
+         quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Tune a method's hyperparameters on a tuning forget set (identities disjoint from the evaluation one)."""
+    from .runner import RunConfig
+    from .tune import tune as run_tune
+    cfg = RunConfig(preset=preset, n_models=n_models, seed=seed, device=device, cache=str(cache) if cache else None,
+                    data=str(data) if data else None, quiet=True)
+    show = None if quiet else (lambda i, hp, row: console.print(
+        f"trial {i}: score {row['score']:.4f}  " + ", ".join(f"{k}={v:.4g}" for k, v in hp.items())))
+    res = run_tune(cfg, method, trials, name, parse_hp(space), on_trial=show)
+    console.print(f"best score {res['score']:.4f} (published defaults: {res['default_score']:.4f}) with "
+                  + ", ".join(f"{k}={v:.4g}" for k, v in res["best"].items()))
+    console.print(f"saved to {res['path']}: use it with `obliviate run --preset {preset} --method {method} "
+                  f"--hp-preset {name}`")
+
+
+@app.command()
+def methods():
+    """List the registered unlearning methods with their hyperparameters and sources."""
+    from .methods import METHODS
+    t = Table(title="registered methods")
+    t.add_column("name"); t.add_column("hyperparameters (defaults)"); t.add_column("source")
+    for name in sorted(METHODS):
+        m = METHODS[name]
+        t.add_row(name, ", ".join(f"{k}={v}" for k, v in m.defaults.items()), m.doc.splitlines()[0] if m.doc else "")
+    console.print(t)
+
+
+@app.command()
+def data(preset: str = typer.Option("digits"), forget: Optional[str] = typer.Option(None),
+         seed: int = typer.Option(0), data: Optional[Path] = typer.Option(None)):
+    """Show a preset's splits: sizes of retain, forget, val and test."""
+    from .runner import RunConfig, prepare
+    p, n, device, _, s = prepare(RunConfig(preset=preset, forget=forget, seed=seed, data=str(data) if data else None,
+                                           methods=[], device="cpu"))
+    console.print(f"{p.name}: source {p.source}, model {p.model}, input {tuple(s.in_shape)}, {s.num_classes} classes")
+    console.print(f"retain {len(s.retain)}, forget {len(s.forget)} ({forget or p.forget}), val {len(s.val)}, "
+                  f"test {len(s.test)}")
+
+
+@app.command()
+def report(run_dir: Path):
+    """Write RUN_DIR/report.html and report.md from a finished run."""
+    from .report import write_report
+    html, md = write_report(run_dir)
+    console.print(f"wrote {html} and {md}")
+
+
+@app.command()
+def compare(run_dirs: List[Path], metric: List[str] = typer.Option([], "--metric"),
+            markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table")):
+    """One table of the chosen metrics across runs."""
+    from .report import compare_runs
+    text = compare_runs(run_dirs, metrics=metric or None, markdown=markdown)
+    print(text) if markdown else console.print(text)
+
+
+def main():
+    try:
+        app()
+    except UserError as e:
+        if os.environ.get("OBLIVIATE_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished chunks are cached; run the same command again to resume.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

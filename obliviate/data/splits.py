@@ -1,0 +1,169 @@
+"""Train/val/test splits, pseudo-identities and forget sets: every one a pure function of (data, spec, seed).
+
+The challenge's forget set is *all images of a few identities* (about 2% of train). Sources without
+identities get deterministic pseudo-identities: each class is split recursively at the median of its
+first principal component until groups hold at most `group_size` examples, so one group is a tight
+cluster of look-alike examples of one class, as one person's photos are.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import RawData, TensorSet
+
+
+@dataclass
+class Splits:
+    retain: TensorSet
+    forget: TensorSet
+    val: TensorSet
+    test: TensorSet
+    num_classes: int
+    forget_groups: list = field(default_factory=list)
+    key: str = ""                      # hash of everything that determined these splits
+    train_key: str = ""                # hash of what determined the training set (retain + forget)
+
+    @property
+    def train(self) -> TensorSet:
+        return TensorSet(torch.cat([self.retain.x, self.forget.x]), torch.cat([self.retain.y, self.forget.y]))
+
+    @property
+    def in_shape(self) -> tuple:
+        return tuple(self.retain.x.shape[1:])
+
+    def to(self, device) -> "Splits":
+        return Splits(self.retain.to(device), self.forget.to(device), self.val.to(device), self.test.to(device),
+                      self.num_classes, self.forget_groups, self.key, self.train_key)
+
+
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """'balanced' weights n / (C * n_c) as in the challenge's weighted cross-entropy; absent classes get 0."""
+    counts = torch.bincount(y.cpu(), minlength=num_classes).double()
+    w = torch.where(counts > 0, len(y) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return w.float()
+
+
+def pseudo_identities(x: np.ndarray, y: np.ndarray, group_size: int) -> np.ndarray:
+    """Balanced PCA bisection within each class -> group id per row (deterministic, no RNG)."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    groups = np.full(len(x), -1, dtype=np.int64)
+    next_id = 0
+    for c in np.unique(y):
+        stack = [np.flatnonzero(y == c)]
+        while stack:
+            idx = stack.pop()
+            if len(idx) <= group_size:
+                groups[idx] = next_id; next_id += 1
+                continue
+            sub = flat[idx] - flat[idx].mean(0)
+            # top principal direction by power iteration on the centred block (cheap, deterministic)
+            v = np.ones(sub.shape[1]) / np.sqrt(sub.shape[1])
+            for _ in range(30):
+                v = sub.T @ (sub @ v); n = np.linalg.norm(v)
+                if n == 0: break
+                v /= n
+            order = np.argsort(sub @ v, kind="stable")
+            half = len(idx) // 2
+            stack += [idx[order[half:]], idx[order[:half]]]
+    return groups
+
+
+def parse_forget(spec: str) -> tuple[str, float]:
+    kind, _, arg = spec.partition(":")
+    try:
+        value = float(arg)
+    except ValueError:
+        value = None
+    if value is not None and not math.isfinite(value):   # inf/nan: int() would crash below
+        value = None
+    if kind not in ("groups", "random", "class") or value is None:
+        raise UserError(f"forget spec {spec!r} is not understood: use groups:K, random:FRACTION or class:C.")
+    if kind == "groups" and (value < 1 or value != int(value)):
+        raise UserError(f"forget spec {spec!r} selects no identities: use groups:K with K >= 1.")
+    if kind == "random" and not 0 < value < 1:
+        raise UserError(f"forget spec {spec!r} needs a fraction strictly between 0 and 1, e.g. random:0.02.")
+    return kind, value
+
+
+def _rng(*parts) -> np.random.Generator:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, max_train: int | None = None,
+                role: str = "eval") -> Splits:
+    """Split `raw` into retain/forget/val/test. `role="tune"` picks forget groups disjoint from "eval"'s."""
+    kind, value = parse_forget(forget)
+    n = len(raw.y)
+    rng = _rng("split", raw.name, seed)
+    if raw.is_test is not None:                      # the source's own test split; val carved from train
+        test_idx = np.flatnonzero(raw.is_test.numpy())
+        pool = rng.permutation(np.flatnonzero(~raw.is_test.numpy()))
+        n_val = max(1, len(pool) // 9)               # ~10% of the full set when train is ~90% of it
+        val_idx, train_idx = pool[:n_val], pool[n_val:]
+    else:                                            # 80/10/10
+        perm = rng.permutation(n)
+        n_test = n_val = max(1, n // 10)
+        test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    if max_train is not None and len(train_idx) > max_train:
+        train_idx = train_idx[:max_train]
+    train_idx = np.sort(train_idx)
+
+    x, y = raw.x, raw.y
+    ytr = y[train_idx].numpy()
+    groups = raw.groups[train_idx].numpy()
+    if (groups < 0).all():                           # no identities at all: make pseudo-identities
+        groups = pseudo_identities(x[train_idx].numpy(), ytr, max(1, group_size))
+    elif (groups < 0).any():                         # some rows of unknown identity: each its own person
+        unknown = groups < 0
+        groups = groups.copy()
+        groups[unknown] = groups.max() + 1 + np.arange(unknown.sum())
+
+    forget_groups: list = []
+    if kind == "groups":
+        k = int(value)
+        ids = np.unique(groups)
+        eval_pick = _rng("forget", raw.name, seed, "eval").permutation(ids)
+        if role == "eval":
+            chosen = eval_pick[:k]
+        else:                                        # tuning set: other identities of the same data
+            chosen = _rng("forget", raw.name, seed, role).permutation(eval_pick[k:])[:k]
+        if len(chosen) < k:
+            raise UserError(f"forget spec groups:{k} asks for more identities than the {len(ids)} the training "
+                            f"set has{' (beside the evaluation ones)' if role != 'eval' else ''}: use a smaller K.")
+        forget_groups = sorted(int(g) for g in chosen)
+        in_forget = np.isin(groups, chosen)
+    elif kind == "random":
+        r = _rng("forget", raw.name, seed, role)
+        in_forget = np.zeros(len(train_idx), bool)
+        in_forget[r.permutation(len(train_idx))[:int(round(value * len(train_idx)))]] = True
+    else:
+        c = int(value)
+        if not 0 <= c < raw.num_classes or value != c:
+            raise UserError(f"forget spec class:{value:g} names no class: use class:C with 0 <= C < {raw.num_classes}.")
+        in_forget = ytr == c
+    if in_forget.sum() == 0:
+        raise UserError(f"forget spec {forget!r} selects no training example: pick a larger fraction or another class.")
+    if in_forget.all():
+        raise UserError(f"forget spec {forget!r} selects the whole training set, leaving nothing to retain.")
+
+    # standardise with the training set's per-channel statistics (computed once, applied to every split)
+    xtr = x[train_idx]
+    dims = [0] + list(range(2, x.dim()))
+    mean, std = xtr.mean(dims, keepdim=True), xtr.std(dims, keepdim=True).clamp(min=1e-6)
+    def take(idx):
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return TensorSet(((x[idx] - mean) / std).contiguous(), y[idx].clone())
+
+    fp = raw.fingerprint()
+    key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role)).encode()).hexdigest()[:16]
+    train_key = hashlib.sha256(repr((fp, seed, max_train)).encode()).hexdigest()[:16]
+    return Splits(retain=take(train_idx[~in_forget]), forget=take(train_idx[in_forget]), val=take(val_idx),
+                  test=take(test_idx), num_classes=raw.num_classes, forget_groups=forget_groups, key=key,
+                  train_key=train_key)

@@ -1,0 +1,60 @@
+"""Run the job graph on a Ray cluster: `obliviate run --executor ray [--address ADDR]`.
+
+The context (splits, the original's weights, the preset) goes into the object store once and every task
+receives a reference to it, so workers never reload data per task. Each task is one chunk of population
+members or unlearning runs; results come back to the driver, which writes them into the same store as the
+local executor, so the leaderboard is the same. With GPUs in the cluster, tasks ask for a fraction of one.
+Without --address a local Ray instance is started (temp dir, small object store) and stopped at the end.
+"""
+from __future__ import annotations
+
+import tempfile
+
+from .errors import UserError
+
+OBJECT_STORE_BYTES = 256 * 2**20      # the local instance: small, our context is a few MB
+TASKS_PER_GPU = 4                     # a GPU task asks for 1/4 of a GPU: small models share a device
+
+
+def _task(ctx, job, threads):
+    import torch
+    from .runner import run_job_safe
+    torch.set_num_threads(threads)
+    return run_job_safe(ctx, job)
+
+
+class RayExecutor:
+    def __init__(self, address: str | None = None):
+        self.address = address
+
+    def run(self, ctx, jobs, on_result):
+        try:
+            import ray
+        except ModuleNotFoundError:
+            raise UserError("the ray executor needs Ray: pip install 'obliviate[ray]' (or ray), then run again.") from None
+        started = not ray.is_initialized()
+        if started:
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    ray.init(object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, log_to_driver=False,
+                             _temp_dir=tempfile.mkdtemp(prefix="obliviate-ray-"))
+            except ConnectionError as e:
+                raise UserError(f"could not reach the Ray cluster at {self.address!r} ({e}): start it with "
+                                f"`ray start --head` or fix --address.") from None
+        try:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            opts = {"num_cpus": 1, "num_gpus": 1 / TASKS_PER_GPU if gpus else 0}
+            remote = ray.remote(**opts)(_task)
+            ctx_ref = ray.put(ctx)                      # shipped once, shared by every task
+            threads = 1 if cpus > 1 else 2
+            pending = {remote.remote(ctx_ref, job, threads): job for job in jobs}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done[0])
+                on_result(job, ray.get(done[0]))
+        finally:
+            if started:
+                ray.shutdown()

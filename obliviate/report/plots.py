@@ -1,0 +1,246 @@
+"""The report's figures (matplotlib, Agg canvas; no global pyplot state)."""
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless; harmless when already selected
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .run import num
+
+ROLE_STYLE = {  # colour, marker, label suffix
+    "method": ("#1f77b4", "o", ""),
+    "ceiling": ("#2ca02c", "*", " (ceiling)"),
+    "floor": ("#7f7f7f", "s", " (floor)"),
+}
+OVER = "#d62728"
+ACC_COLORS = {"retain_acc": "#4c72b0", "test_acc": "#dd8452", "forget_acc": "#c44e52"}
+ACC_LABELS = {"retain_acc": "retain", "test_acc": "test", "forget_acc": "forget"}
+
+RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+"axes.spines.top": False, "axes.spines.right": False}
+
+
+def new_figure(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+DPI = 130   # a 12-inch figure is 1560 px wide: sharp at the page's 1200 px, and on HiDPI screens
+
+
+def render(fig: Figure) -> bytes:
+    """PNG bytes of a figure (one rendering serves both the HTML, base64-embedded, and the Markdown)."""
+    png = io.BytesIO()
+    with matplotlib.rc_context(RC):
+        fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
+    return png.getvalue()
+
+
+def bucket_limit(n_models: int) -> int:
+    """M = ceil(ln(N - 1)): epsilons of M or more earn 0 points (at least 1, for display)."""
+    return max(1, math.ceil(math.log(max(n_models, 2) - 1))) if n_models > 2 else 1
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated (cost lower-or-equal and score higher-or-equal, one strictly)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    out, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            out.append(i)
+            best = points[i][1]
+    return out
+
+
+def _place_labels(ax, xy: list, names: list, color: list) -> None:
+    """Annotate points, trying a few offsets per label so that labels do not overlap each other (greedy)."""
+    fig = ax.figure
+    fig.canvas.draw()                                       # fixes the transforms
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    offsets = [(6, 5), (6, -13), (-6, 5), (-6, -13), (6, 16), (6, -24), (-6, 16), (-6, -24), (6, 27), (6, -35)]
+    order = sorted(range(len(xy)), key=lambda i: -xy[i][1])
+    for i in order:
+        best = None
+        for dx, dy in offsets:
+            t = ax.annotate(names[i], xy[i], xytext=(dx, dy), textcoords="offset points", fontsize=9,
+                            color=color[i], ha="left" if dx > 0 else "right")
+            bb = t.get_window_extent(renderer).expanded(1.05, 1.15)
+            if not any(bb.overlaps(p) for p in placed):
+                best = (t, bb)
+                break
+            t.remove()
+        if best is None:                                    # crowded: keep the first position anyway
+            t = ax.annotate(names[i], xy[i], xytext=offsets[0], textcoords="offset points", fontsize=9,
+                            color=color[i])
+            best = (t, t.get_window_extent(renderer))
+        placed.append(best[1])
+
+
+def score_cost(rows: list, budget) -> Figure:
+    """Methods as points (score vs cost); ceiling and floor as horizontal reference lines; budget line."""
+    with matplotlib.rc_context(RC):
+        fig = new_figure(12, 5.6)
+        ax = fig.add_subplot()
+        pts, names, colors = [], [], []
+        for row in rows:
+            c, s = num(row.get("cost")), num(row.get("score"))
+            if row["role"] != "method" or c is None or s is None:
+                continue
+            over = row.get("_over", False)
+            ax.scatter([c], [s], s=60, marker="X" if over else "o", color=OVER if over else ROLE_STYLE["method"][0],
+                       edgecolor="black", linewidth=0.6, zorder=3)
+            pts.append((c, s))
+            names.append(row["method"])
+            colors.append(OVER if over else "#222222")
+        front = pareto(pts)
+        if len(front) > 1:
+            fx = [pts[i][0] for i in front]
+            fy = [pts[i][1] for i in front]
+            ax.step(fx, fy, where="post", color="#9467bd", linewidth=1.2, alpha=0.8,
+                    label="Pareto frontier (no method is cheaper and better)", zorder=2)
+        for row in rows:
+            if row["role"] in ("ceiling", "floor") and num(row.get("score")) is not None:
+                color, _, suffix = ROLE_STYLE[row["role"]]
+                ax.axhline(row["score"], color=color, linestyle="--" if row["role"] == "ceiling" else ":",
+                           linewidth=1.2, label=f"{row['method']}{suffix}: score {row['score']:.3f}", zorder=1)
+        xmax = max([p[0] for p in pts] + [budget or 0, 0.05]) * 1.22
+        if budget is not None:
+            ax.axvline(budget, color=OVER, linestyle="-.", linewidth=1.2, label=f"budget: cost = {budget:g}")
+            ax.axvspan(budget, xmax, color=OVER, alpha=0.06, zorder=0)
+        ax.set_xlim(0, xmax)
+        ymax = max([p[1] for p in pts] + [num(r.get("score")) or 0 for r in rows] + [0.01])
+        ax.set_ylim(0, ymax * 1.18)
+        ax.scatter([], [], marker="o", color=ROLE_STYLE["method"][0], edgecolor="black", label="method (in budget)")
+        ax.scatter([], [], marker="X", color=OVER, edgecolor="black", label="method over budget")
+        ax.set_xlabel("cost = mean unlearning time / mean retraining time (× one retraining)")
+        ax.set_ylabel("challenge score (F × accuracy ratios)")
+        ax.set_title("Score vs cost (better: up and left)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        if pts:
+            _place_labels(ax, pts, names, colors)
+    return fig
+
+
+def epsilon_histograms(rows: list, eps: dict, n_models: int) -> Figure:
+    """Small multiples: per row, the histogram of per-example epsilons in the points buckets."""
+    M = bucket_limit(n_models)
+    edges = np.arange(0.0, M + 0.5 + 1e-9, 0.5)           # last bin [M, M + 0.5): ">= M", 0 points
+    shown = [r for r in rows if r["method"] in eps]
+    ncols = min(4, max(1, len(shown)))
+    nrows = math.ceil(len(shown) / ncols)
+    with matplotlib.rc_context(RC):
+        fig = new_figure(max(12.0, 3.2 * ncols), 2.7 * nrows + 0.5)
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+        for ax in axes.ravel()[len(shown):]:
+            ax.set_visible(False)
+        for ax, row in zip(axes.ravel(), shown):
+            e = np.asarray(eps[row["method"]], dtype=np.float64)
+            color, _, suffix = ROLE_STYLE[row["role"]]
+            counts, _ = np.histogram(np.minimum(e, M + 0.25), bins=edges)
+            ax.bar(edges[:-1], counts, width=0.5, align="edge", color=[color] * (len(counts) - 1) + [OVER],
+                   edgecolor="white", linewidth=0.5)
+            ax.axvline(M, color=OVER, linestyle=":", linewidth=1)
+            over = " [over budget]" if row.get("_over") else ""
+            ax.set_title(f"{row['method']}{suffix}{over}\nF = {row['forgetting_quality']:.3f}, "
+                         f"median ε = {np.median(e):.2f}", fontsize=10)
+            ax.grid(True, axis="y", alpha=0.3)
+            ax.set_xticks(np.arange(0, M + 1, 1 if M <= 8 else 2))
+        for ax in axes[-1]:
+            ax.set_xlabel("per-example ε (nats)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("forget examples (count)")
+        fig.suptitle(f"Per-example ε against the retrained population: bins of width 0.5 earn "
+                     f"1, 1/2, 1/4, ... points; the red bin (ε ≥ {M}) earns 0", fontsize=11)
+    return fig
+
+
+def example_distributions(method: str, u: np.ndarray, r: np.ndarray, picks: list, attacks: list) -> Figure:
+    """For a few forget examples: both confidence distributions and the best attack's thresholds."""
+    n = len(picks)
+    with matplotlib.rc_context(RC):
+        fig = new_figure(max(12.0, 4.0 * n), 4.3)
+        axes = fig.subplots(1, n, squeeze=False)[0]
+        for ax, (label, j), att in zip(axes, picks, attacks):
+            uc, rc = u[:, j], r[:, j]
+            lo, hi = min(uc.min(), rc.min()), max(uc.max(), rc.max())
+            if hi <= lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            bins = np.linspace(lo, hi, 31)
+            ax.hist(rc, bins=bins, color="#2ca02c", alpha=0.55, label=f"retrained ({len(rc)} models)")
+            ax.hist(uc, bins=bins, color="#1f77b4", alpha=0.55, label=f"{method} ({len(uc)} models)")
+            th = att.get("thresholds") or []
+            for k, t in enumerate(th):
+                ax.axvline(t, color="black", linestyle="--", linewidth=1.3,
+                           label="best attack's threshold(s)" if k == 0 else None)
+            if att.get("kind") == "double" and len(th) == 2:
+                ax.axvspan(th[0], th[1], color="black", alpha=0.07)
+            who = method if att.get("positive") == "unlearned" else "retrained"
+            kind = att.get("kind")
+            if kind == "single" and len(th) == 1:
+                how = f"attack says {who} when conf ≥ {th[0]:.2f}"
+            elif kind == "double" and len(th) == 2:
+                how = f"attack says {who} when {th[0]:.2f} ≤ conf ≤ {th[1]:.2f}"
+            elif kind == "peaky":
+                how = "a population is too peaky: ε = 50"
+            else:
+                how = "no threshold separates them"
+            ax.set_title(f"{label}: forget example #{j}\nε = {att['epsilon']:.2f}; {how}", fontsize=10)
+            ax.set_xlabel("logit-scaled confidence log(p_y / (1 - p_y)) (nats)")
+            ax.set_ylabel("models (count)")
+            ax.grid(True, axis="y", alpha=0.3)
+        handles, labels = axes[0].get_legend_handles_labels()
+        for ax in axes[1:]:                          # thresholds may appear in some panels only
+            for h, l in zip(*ax.get_legend_handles_labels()):
+                if l not in labels:
+                    handles.append(h)
+                    labels.append(l)
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    return fig
+
+
+def accuracy_bars(groups: list) -> Figure:
+    """Grouped bars: per population (name, role, {metric: (mean, std)}), retain/test/forget accuracy in %."""
+    n = len(groups)
+    with matplotlib.rc_context(RC):
+        fig = new_figure(min(13.0, max(10.0, 0.75 * n + 3)), 5.4)
+        ax = fig.add_subplot()
+        x = np.arange(n)
+        w = 0.26
+        ref = next((g for g in groups if g[1] == "reference"), None)
+        handles = []
+        for k, key in enumerate(ACC_COLORS):
+            means = np.array([100 * g[2][key][0] for g in groups])
+            stds = np.array([100 * g[2][key][1] for g in groups])
+            handles.append(ax.bar(x + (k - 1) * w, means, w, yerr=stds, capsize=2, color=ACC_COLORS[key],
+                                  label=f"{ACC_LABELS[key]} accuracy", edgecolor="white", linewidth=0.5,
+                                  error_kw={"elinewidth": 0.8, "alpha": 0.7}))
+            if ref is not None:
+                handles.append(ax.axhline(100 * ref[2][key][0], color=ACC_COLORS[key], linestyle="--",
+                                          linewidth=0.9, alpha=0.8, label=f"retrained {ACC_LABELS[key]} accuracy"))
+        ax.set_xticks(x)
+        labels = []
+        for name, role, _ in groups:
+            labels.append(name + {"ceiling": "\n(ceiling)", "floor": "\n(floor)", "reference": "\n(reference)"}
+                          .get(role, ""))
+        ax.set_xticklabels(labels, rotation=35 if n > 7 else 0, ha="right" if n > 7 else "center",
+                           rotation_mode="anchor")
+        lows = [100 * (g[2][k][0] - g[2][k][1]) for g in groups for k in ACC_COLORS if np.isfinite(g[2][k][0])]
+        bottom = max(0.0, 5 * math.floor(min(lows + [100.0]) / 5) - 5)
+        ax.set_ylim(bottom, 101)
+        ax.set_ylabel("accuracy (%), mean ± 1 std over models"
+                      + (f"\n(axis starts at {bottom:g}%)" if bottom else ""))
+        ax.set_title("Retain / test / forget accuracy per population beside the retrained reference (dashed)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_xlim(-0.6, n - 0.4)
+        fig.legend(handles, [h.get_label() for h in handles], loc="outside upper center", ncols=3,
+                   frameon=False)                       # columns: retain, test, forget; rows: bars, lines
+    return fig

@@ -1,0 +1,367 @@
+"""write_report: RUN_DIR/report.html (one self-contained file) and RUN_DIR/report.md (+ report_files/*.png)."""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import UserError
+from . import plots
+from .glossary import metric_glossary
+from .run import Run, load_run, num, over_budget
+
+FILES_DIR = "report_files"
+ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
+EXTRA_KEYS = ("mia", "mia_std", "ks", "kl", "forget_gap", "retain_acc_std", "test_acc_std", "forget_acc_std")
+
+# (key, header, formatter); "–" for missing values
+def _f(d):
+    return lambda x: "–" if num(x) is None else f"{num(x):.{d}f}"
+
+
+def _pct(x):
+    return "–" if num(x) is None else f"{100 * num(x):.1f}"
+
+
+def _pp(x):
+    return "–" if num(x) is None else f"{100 * num(x):+.1f}"
+
+
+COLUMNS = [
+    ("score", "score", _f(4)),
+    ("forgetting_quality", "F", _f(4)),
+    ("retain_acc", "retain acc (%)", _pct),
+    ("test_acc", "test acc (%)", _pct),
+    ("forget_acc", "forget acc (%)", _pct),
+    ("cost", "cost (× retrain)", _f(3)),
+    ("mia", "MIA acc", _f(3)),
+    ("ks", "KS", _f(3)),
+    ("kl", "KL (nats)", _f(3)),
+    ("forget_gap", "forget gap (pp)", _pp),
+    ("n_models", "N", lambda x: "–" if num(x) is None else f"{int(num(x))}"),
+    ("seconds", "time (s)", lambda x: "–" if num(x) is None else f"{num(x):.1f}"),
+]
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _replace_dir(target: Path, files: dict) -> None:
+    """Write files into a fresh temp folder, then swap it in for target (no half-written folder left)."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    old = None
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+def _prepare(run: Run):
+    """Rows in display order with flags, per-row epsilons and extra metrics filled from the populations."""
+    from ..metrics.challenge import example_epsilons
+    from ..metrics.extra import extra_metrics
+
+    ref = run.reference()
+    budget = run.budget
+    rows = sorted((dict(r) for r in run.rows),
+                  key=lambda r: (ROLE_ORDER[r["role"]], -(num(r["score"]) or 0.0)))
+    eps, pops = {}, {}
+    for row in rows:
+        row["_over"] = over_budget(row, budget)
+        pop = run.row_population(row)
+        pops[row["method"]] = pop
+        try:
+            eps[row["method"]] = example_epsilons(pop["conf"], ref["conf"])
+        except ValueError as e:
+            raise UserError(f"the confidences of {row['method']!r} in {run.path} cannot be scored ({e}).") from None
+        missing = [k for k in EXTRA_KEYS if k not in row]
+        if missing and all(k in pop for k in ("loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc")) \
+                and "forget_acc" in ref:
+            try:
+                extra = extra_metrics(pop, ref)
+            except ValueError:
+                extra = {}
+            row.update({k: extra[k] for k in missing if k in extra})
+    return rows, eps, pops, ref
+
+
+def _best(rows):
+    for cands in ([r for r in rows if r["role"] == "method" and not r["_over"]],
+                  [r for r in rows if r["role"] == "method"], rows):
+        if cands:
+            return max(cands, key=lambda r: num(r["score"]) or 0.0)
+
+
+def _picks(e: np.ndarray):
+    order = np.argsort(e, kind="stable")
+    picks, seen = [], set()
+    for label, j in (("highest ε", order[-1]), ("median ε", order[len(order) // 2]), ("lowest ε", order[0])):
+        if int(j) not in seen:
+            seen.add(int(j))
+            picks.append((label, int(j)))
+    return picks
+
+
+def _acc_groups(rows, pops, ref):
+    def stats(p):
+        out = {}
+        for k in ("retain_acc", "test_acc", "forget_acc"):
+            a = np.asarray(p.get(k, []), dtype=np.float64)
+            out[k] = (float(a.mean()), float(a.std())) if a.size else (float("nan"), 0.0)
+        return out
+    groups = [(r["method"], r["role"], stats(pops[r["method"]])) for r in rows]
+    groups.append(("retrained", "reference", stats(ref)))
+    return groups
+
+
+# ----------------------------------------------------------------------------- the report
+
+def _meta(board: dict, run: Run, ref) -> list[tuple[str, str]]:
+    items = [("preset", board.get("preset")), ("forget set", board.get("forget")),
+             ("models per population", board.get("n_models", ref["conf"].shape[0])),
+             ("forget examples", ref["conf"].shape[1]), ("seed", board.get("seed")),
+             ("budget (cost)", board.get("budget")), ("retraining (s)", board.get("retrain_seconds")),
+             ("device", board.get("device")), ("created", board.get("created")), ("run directory", run.board.get("run") or run.path.name)]
+    out = []
+    for k, v in items:
+        if v is None:
+            continue
+        out.append((k, f"{v:.3f}" if isinstance(v, float) else str(v)))
+    return out
+
+
+def _flags(row) -> list[str]:
+    f = []
+    if row["role"] == "ceiling":
+        f.append("ORACLE CEILING")
+    if row["role"] == "floor":
+        f.append("ORIGINAL FLOOR")
+    if row["_over"]:
+        f.append("OVER BUDGET")
+    return f
+
+
+def _hparams(row) -> str:
+    hp = row.get("hparams") or {}
+    if not isinstance(hp, dict) or not hp:
+        return "defaults" if row["role"] == "method" else "–"
+    return ", ".join(f"{k}={v}" for k, v in hp.items())
+
+
+FIG_TEXT = {
+    "score_cost": ("Score vs cost",
+                   "Each method's challenge score against its cost (mean unlearning time as a fraction of one "
+                   "retraining). The dash-dotted red line is the run's budget: points to its right (red X) break "
+                   "the challenge's efficiency rule. The purple step line is the Pareto frontier. The dashed green "
+                   "line is the oracle ceiling (a second retrained population), the dotted grey one the original "
+                   "floor (no unlearning)."),
+    "epsilons": ("Per-example epsilon",
+                 "For every population, the histogram of per-example epsilons against the retrained population. "
+                 "Lower is better: bins of width 0.5 earn 1, 1/2, 1/4, ... points and F is the mean; the red bin "
+                 "earns nothing."),
+    "examples": ("Forget examples up close", ""),
+    "accuracy": ("Accuracy",
+                 "Mean retain, test and forget accuracy of each population (error bars: one standard deviation "
+                 "over its models), beside the retrained reference (dashed lines). A good unlearner keeps retain "
+                 "and test accuracy and brings forget accuracy to the retrained level."),
+}
+
+
+def _code(text: str) -> str:
+    """HTML-escape, and turn `backticked` spans into <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _html(run, rows, meta, figs, fig_alt, example_caption, glossary) -> str:
+    e = html.escape
+    css = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d1f23;line-height:1.45}
+main{max-width:1320px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:26px;margin:0 0 6px}h2{font-size:20px;margin:34px 0 8px;border-bottom:2px solid #e3e6ea;padding-bottom:4px}
+.meta{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:14px;color:#444;margin:6px 0 12px}
+.meta b{color:#1d1f23}
+nav{font-size:14px;margin:8px 0 4px}nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:13.5px;width:100%}
+th,td{padding:5px 7px;border-bottom:1px solid #e3e6ea;text-align:right;white-space:nowrap}
+th{background:#eef1f5;font-weight:600;white-space:normal;vertical-align:bottom}
+td.name,th.name,td.text,th.text{text-align:left}td.text{white-space:normal}
+tr.ceiling td{background:#eaf6ea}tr.floor td{background:#f1f1f1;color:#555}
+tr.over td{background:#fdecea}tr.over td.name{color:#b3261e}
+.badge{display:inline-block;font-size:11px;font-weight:700;padding:1px 6px;border-radius:8px;margin-left:6px;
+ letter-spacing:.02em}
+.b-ceiling{background:#2ca02c;color:#fff}.b-floor{background:#7f7f7f;color:#fff}.b-over{background:#d62728;color:#fff}
+.note{font-size:13px;color:#555;margin:6px 0}
+figure{margin:12px 0 4px}figure img{width:100%;max-width:1200px;height:auto;display:block;margin:0 auto}
+figcaption{font-size:14px;color:#333;margin-top:6px}
+details{margin:10px 0;font-size:14px}code{font-size:13px;background:#f1f3f6;padding:0 3px;border-radius:3px}
+table.gloss td{white-space:normal;text-align:left;vertical-align:top}table.gloss td:first-child{white-space:nowrap}
+footer{margin-top:36px;font-size:12px;color:#777}
+"""
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>obliviate report: {e(str(run.board.get('preset', run.name)))}</title>",
+           f"<style>{css}</style>", "</head>", "<body>", "<main>",
+           f"<h1>Unlearning leaderboard: {e(str(run.board.get('preset', run.name)))}</h1>",
+           '<div class="meta">' + "".join(f"<span>{e(k)}: <b>{e(v)}</b></span>" for k, v in meta) + "</div>",
+           '<nav><a href="#leaderboard">Leaderboard</a><a href="#score-cost">Score vs cost</a>'
+           '<a href="#epsilons">Epsilons</a><a href="#examples">Forget examples</a>'
+           '<a href="#accuracy">Accuracy</a><a href="#glossary">Glossary</a></nav>',
+           '<section id="leaderboard">', "<h2>Leaderboard</h2>", '<div class="scroll">', "<table>", "<thead><tr>",
+           '<th>#</th><th class="name">method</th>' + "".join(f"<th>{e(h)}</th>" for _, h, _ in COLUMNS),
+           "</tr></thead>", "<tbody>"]
+    rank = 0
+    for row in rows:
+        cls = [row["role"]] + (["over"] if row["_over"] else [])
+        if row["role"] == "method":
+            rank += 1
+        flags = [("ceiling", "ORACLE CEILING")] if row["role"] == "ceiling" else []
+        flags += [("floor", "ORIGINAL FLOOR")] if row["role"] == "floor" else []
+        flags += [("over", "OVER BUDGET")] if row["_over"] else []
+        badges = "".join(f'<span class="badge b-{c}">{e(t)}</span>' for c, t in flags)
+        out.append(f'<tr class="{" ".join(cls)}"><td>{rank if row["role"] == "method" else ""}</td>'
+                   f'<td class="name" title="{e(_hparams(row))}">{e(row["method"])}{badges}</td>'
+                   + "".join(f"<td>{e(fmt(row.get(k)))}</td>" for k, _, fmt in COLUMNS) + "</tr>")
+    out += ["</tbody>", "</table>", "</div>",
+            '<p class="note">Sorted by score within role. <b>ORACLE CEILING</b>: a second independent population '
+            "of retrained models scored like a method (the best any method can reach at this N). "
+            "<b>ORIGINAL FLOOR</b>: the original models, no unlearning. <b>OVER BUDGET</b>: cost above the "
+            f"run's budget ({e(str(run.budget))}). MIA acc: 0.5 is ideal. forget gap: forget accuracy minus "
+            "the retrained models' in percentage points. Every metric is defined in the glossary below.</p>",
+            "<details><summary>Hyper-parameters</summary><table><thead><tr>"
+            '<th class="name">method</th><th class="text">hyper-parameters</th></tr></thead><tbody>']
+    out += [f'<tr><td class="name">{e(r["method"])}</td><td class="text"><code>{e(_hparams(r))}</code></td></tr>'
+            for r in rows]
+    out += ["</tbody></table></details>", "</section>"]
+    for key, sec in (("score_cost", "score-cost"), ("epsilons", "epsilons"), ("examples", "examples"),
+                     ("accuracy", "accuracy")):
+        title, caption = FIG_TEXT[key]
+        if key == "examples":
+            caption = example_caption
+        b64 = base64.b64encode(figs[key]).decode("ascii")
+        out += [f'<section id="{sec}">', f"<h2>{e(title)}</h2>", "<figure>",
+                f'<img src="data:image/png;base64,{b64}" alt="{e(fig_alt[key])}">',
+                f"<figcaption>{e(caption)}</figcaption>", "</figure>", "</section>"]
+    out += ['<section id="glossary">', "<h2>Glossary</h2>", '<table class="gloss"><thead><tr>'
+            '<th class="name">metric</th><th class="text">formula</th><th class="text">direction</th>'
+            '<th class="text">ideal</th></tr></thead><tbody>']
+    out += [f"<tr><td><code>{e(g['name'])}</code></td><td>{_code(g['formula'])}</td><td>{e(g['direction'])}</td>"
+            f"<td>{_code(g['ideal'])}</td></tr>" for g in glossary]
+    out += ["</tbody></table>", "</section>",
+            f"<footer>Written by obliviate {e(__version__)} from {e(run.board.get('run') or run.path.name)}/leaderboard.json and "
+            f"populations/*.npz. Self-contained: figures are embedded PNG images.</footer>",
+            "</main>", "</body>", "</html>", ""]
+    return "\n".join(out)
+
+
+def _md_cell(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
+    lines = [f"# Unlearning leaderboard: {_md_cell(run.board.get('preset', run.name))}", ""]
+    lines += [f"- **{k}**: {_md_cell(v)}" for k, v in meta] + [""]
+    lines += ["## Leaderboard", "",
+              "| # | method | " + " | ".join(h for _, h, _ in COLUMNS) + " | flags |",
+              "|---|---|" + "---:|" * len(COLUMNS) + "---|"]
+    rank = 0
+    for row in rows:
+        if row["role"] == "method":
+            rank += 1
+        name = f"**{_md_cell(row['method'])}**" if row["role"] != "method" else _md_cell(row["method"])
+        lines.append(f"| {rank if row['role'] == 'method' else ''} | {name} | "
+                     + " | ".join(fmt(row.get(k)) for k, _, fmt in COLUMNS)
+                     + f" | {', '.join(_flags(row))} |")
+    lines += ["", f"ORACLE CEILING: a second independent retrained population scored like a method; ORIGINAL "
+                  f"FLOOR: no unlearning; OVER BUDGET: cost above the budget ({run.budget}). MIA acc: 0.5 is ideal.",
+              "", "Hyper-parameters:", ""]
+    lines += [f"- `{_md_cell(r['method'])}`: {_md_cell(_hparams(r))}" for r in rows] + [""]
+    for key in ("score_cost", "epsilons", "examples", "accuracy"):
+        title, caption = FIG_TEXT[key]
+        if key == "examples":
+            caption = example_caption
+        lines += [f"## {title}", "", f"![{fig_alt[key]}]({FILES_DIR}/{fig_files[key]})", "", caption, ""]
+    lines += ["## Glossary", "", metric_glossary(markdown=True)]
+    return "\n".join(lines)
+
+
+def write_report(run_dir) -> tuple[Path, Path]:
+    """Write RUN_DIR/report.html (self-contained) and RUN_DIR/report.md (figures in RUN_DIR/report_files/).
+
+    Returns (html_path, md_path). Raises UserError when the run directory is missing or corrupt.
+    """
+    from ..metrics.challenge import best_attack
+
+    run = load_run(run_dir)
+    rows, eps, pops, ref = _prepare(run)
+    n_ref = ref["conf"].shape[0]
+    meta = _meta(run.board, run, ref)
+
+    best = _best(rows)
+    u = pops[best["method"]]["conf"]
+    r = ref["conf"]
+    picks = _picks(eps[best["method"]])
+    attacks = [best_attack(u[:, j], r[:, j]) for _, j in picks]
+    which = "the best in-budget method" if best["role"] == "method" and not best["_over"] else "the best row"
+    example_caption = (
+        f"Confidence distributions of {best['method']} ({which} by score) and of the retrained models on its "
+        f"forget examples with the highest, median and lowest epsilon. Dashed black lines: the thresholds of the "
+        f"best attack on that example (a double-threshold attack predicts the peakier population inside the "
+        f"shaded interval). Overlapping distributions mean the example is forgotten.")
+
+    figures = {
+        "score_cost": plots.score_cost(rows, run.budget),
+        "epsilons": plots.epsilon_histograms(rows, eps, n_ref),
+        "examples": plots.example_distributions(best["method"], u, r, picks, attacks),
+        "accuracy": plots.accuracy_bars(_acc_groups(rows, pops, ref)),
+    }
+    fig_alt = {"score_cost": "score vs cost scatter with the budget line",
+               "epsilons": "histograms of per-example epsilon per method",
+               "examples": f"confidence distributions of {best['method']} and retrained on three forget examples",
+               "accuracy": "grouped bars of retain, test and forget accuracy per method"}
+    figs = {k: plots.render(f) for k, f in figures.items()}
+    fig_files = {k: f"{k}.png" for k in figs}
+
+    out = run.path
+    _replace_dir(out / FILES_DIR, {fig_files[k]: figs[k] for k in figs})
+    md_path, html_path = out / "report.md", out / "report.html"
+    _atomic_write(md_path, _markdown(run, rows, meta, fig_files, fig_alt, example_caption).encode("utf-8"))
+    _atomic_write(html_path, _html(run, rows, meta, figs, fig_alt, example_caption,
+                                   metric_glossary()).encode("utf-8"))
+    return html_path, md_path

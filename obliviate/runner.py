@@ -1,0 +1,382 @@
+"""The protocol as a job graph: original -> oracle population -> unlearned populations -> metrics -> rows.
+
+    original      one model on the full train set (cached; every unlearning run starts from it)
+    retrained     N models on the retain set: the reference every row is scored against (shared, cached)
+    oracle        N more retrained models scored against `retrained`: the ceiling (a perfect unlearner)
+    original*     N models on the full train set scored against `retrained`: the floor (no unlearning)
+    <method>      N unlearning runs of the method from the one original, seeds 0..N-1
+
+Jobs are chunks of population members; an executor (local loop, or Ray) runs them and the driver writes
+each chunk's evaluation into the content-addressed store, so a killed run resumes chunk by chunk and a
+second identical run recomputes nothing. The runner never special-cases a method.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import inspect
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import Splits, load_source, make_splits
+from .errors import UserError
+from .methods import get_method
+from .metrics import challenge_score, example_epsilons, points
+from .models import build_model
+from .presets import Preset, get_preset
+from .protocol import evaluate, unlearn_once
+from .store import Store, atomic_write_text, content_key, npz_bytes
+from .training import resolve_device, timed, train_model
+
+EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence definition changes
+UNLEARN_CHUNK = 16               # unlearning runs per job (resume granularity; one Ray task)
+ARRAYS = ("conf", "loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc", "seconds")
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("OBLIVIATE_CACHE") or
+                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "obliviate")
+
+
+@dataclass
+class RunConfig:
+    preset: str = "digits"
+    methods: list = field(default_factory=lambda: ["finetune"])
+    forget: str | None = None
+    n_models: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    cache: str | None = None
+    data: str | None = None
+    quiet: bool = False
+    hp: dict = field(default_factory=dict)          # name=value or method.name=value overrides
+    executor: str = "local"
+    address: str | None = None
+    budget: float = 0.2                             # the challenge: ~20% of one retraining per run
+    report: bool = True
+    role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
+    hp_preset: str | None = None                    # a name saved by `obliviate tune`
+
+
+@dataclass
+class Population:
+    name: str                 # row name / file name
+    role: str                 # reference | ceiling | floor | method
+    kind: str                 # train | unlearn
+    tag: str                  # seed stream
+    on: str = "retain"        # training data for kind=train: retain | train
+    method: str | None = None
+    hparams: dict = field(default_factory=dict)
+    code: str = ""            # hash of the method's source: editing a method invalidates its cache
+
+
+@dataclass
+class Job:
+    pop: Population
+    seeds: list
+    key: str
+
+
+@dataclass
+class Context:
+    """Everything a worker needs; shipped once per worker (Ray: one object-store put)."""
+    splits: Splits
+    preset: Preset
+    original: dict            # state_dict of the original model (CPU)
+    device: str
+
+
+def member_seed(seed: int, tag: str, i: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}/{i}".encode()).digest()[:7], "little")
+
+
+# --- what one job does (runs in the driver or in a worker) -----------------------------------------------
+_DEVICE_SPLITS: dict = {}
+
+
+def _splits_on(ctx: Context, device: torch.device) -> Splits:
+    k = (ctx.splits.key, str(device))
+    if k not in _DEVICE_SPLITS:
+        _DEVICE_SPLITS.clear()
+        _DEVICE_SPLITS[k] = ctx.splits.to(device)
+    return _DEVICE_SPLITS[k]
+
+
+def run_job(ctx: Context, job: Job) -> dict:
+    """Train or unlearn the job's members and evaluate each; returns stacked arrays (no weights kept)."""
+    device = resolve_device(ctx.device)
+    splits, p, pop = _splits_on(ctx, device), ctx.preset, job.pop
+    records = []
+    if pop.kind == "train":
+        from .population import train_population
+        data = splits.retain if pop.on == "retain" else splits.train
+        states, secs = timed(train_population, p.model, p.model_kwargs, splits.in_shape, data, p.recipe,
+                             splits.num_classes, job.seeds)
+        model = build_model(p.model, splits.in_shape, splits.num_classes, **p.model_kwargs).to(device)
+        for state in states:
+            model.load_state_dict(state)
+            records.append({**evaluate(model, splits, "a retrained model"), "seconds": secs / len(states)})
+    else:
+        method = get_method(pop.method)
+        original = build_model(p.model, splits.in_shape, splits.num_classes, **p.model_kwargs).to(device)
+        original.load_state_dict(ctx.original)
+        for s in job.seeds:
+            model, secs = timed(unlearn_once, method, original, splits, s, pop.hparams)
+            records.append({**evaluate(model, splits, f"method {pop.name!r}"), "seconds": secs})
+    return {k: np.stack([np.asarray(r[k]) for r in records]) for k in ARRAYS}
+
+
+def run_job_safe(ctx: Context, job: Job):
+    """UserErrors travel back as values, so every executor reports them as the same one sentence."""
+    try:
+        return run_job(ctx, job)
+    except UserError as e:
+        return {"__error__": str(e)}
+
+
+# --- executors ------------------------------------------------------------------------------------------
+class LocalExecutor:
+    def run(self, ctx, jobs, on_result):
+        for job in jobs:
+            on_result(job, run_job_safe(ctx, job))
+
+
+EXECUTORS = {"local": lambda cfg: LocalExecutor()}
+
+
+def _ray_executor(cfg):
+    from .ray_executor import RayExecutor
+    return RayExecutor(cfg.address)
+
+
+EXECUTORS["ray"] = _ray_executor
+
+
+# --- the run --------------------------------------------------------------------------------------------
+def _method_populations(cfg: RunConfig) -> list:
+    tuned = {}
+    if cfg.hp_preset:
+        from .tune import load_hp_preset
+        tuned = load_hp_preset(cfg.cache, cfg.hp_preset, cfg.preset)
+    names = []
+    for m in cfg.methods:
+        if m == "all":
+            from .methods import METHODS
+            names += sorted(METHODS)
+        else:
+            names += [x for x in m.split(",") if x] if ".py:" not in m else [m]
+    names = list(dict.fromkeys(names))
+    used, pops = set(), []
+    for name in names:
+        method = get_method(name)
+        mine = dict(tuned.get(name, {}))
+        for k, v in cfg.hp.items():
+            scope, _, hk = k.rpartition(".")
+            if (scope in ("", name)) and hk in method.defaults:
+                mine[hk] = v; used.add(k)
+        hp = method.resolve(mine)
+        src = inspect.getsourcefile(method.fn) or ""
+        code = hashlib.sha256(Path(src).read_bytes()).hexdigest()[:12] if src and Path(src).exists() else ""
+        pops.append(Population(method.name, "method", "unlearn", "unlearn", method=name, hparams=hp, code=code))
+    unused = [k for k in cfg.hp if k not in used]
+    if unused:
+        raise UserError(f"--hp {unused[0]} matches no hyperparameter of the chosen methods: run "
+                        f"`obliviate methods` to see each method's hyperparameters.")
+    return pops
+
+
+TRAIN_CHUNK = {"mlp": 64, "cnn": 8}   # models per training job: batched together, and the resume unit
+
+
+def _chunk_size(preset: Preset) -> int:
+    from .population import population_supports_batching
+    return TRAIN_CHUNK.get(preset.model, 8) if population_supports_batching(preset.model) else 1
+
+
+def prepare(cfg: RunConfig):
+    """Validate the config and load the data: everything that can fail on bad input fails here, first."""
+    preset = get_preset(cfg.preset)
+    if preset.needs_path and not cfg.data:
+        raise UserError(f"preset {preset.name!r} needs its data: pass --data PATH.")
+    if cfg.executor not in EXECUTORS:
+        raise UserError(f"unknown executor {cfg.executor!r}: use local or ray.")
+    n = cfg.n_models or preset.n_models
+    if n < 2:
+        raise UserError(f"--n-models {n} is too few: the metric compares populations of at least 2 models.")
+    device = resolve_device(cfg.device)
+    pops = _method_populations(cfg)
+    raw = load_source(preset.source, path=cfg.data, **preset.source_kwargs)
+    splits = make_splits(raw, cfg.forget or preset.forget, cfg.seed, group_size=preset.group_size,
+                         max_train=preset.max_train, role=cfg.role)
+    return preset, n, device, pops, splits
+
+
+def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
+    t_start = time.perf_counter()
+    preset, n, device, pops, splits = prepare(cfg)
+    if preset.threads and device.type == "cpu":
+        torch.set_num_threads(preset.threads)
+    store = Store(cfg.cache or default_cache())
+    out = Path(cfg.out) if cfg.out else Path("runs") / f"{preset.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"output folder {out} already exists and is not empty: pass another --out.")
+
+    model_spec = {"model": preset.model, "kwargs": preset.model_kwargs, "recipe": asdict(preset.recipe)}
+    orig_key = content_key({"original": splits.train_key, **model_spec, "seed": cfg.seed, "device": device.type})
+    cached = store.load_weights(orig_key)
+    if cached is None:
+        if progress: progress.note("training the original model")
+        torch.manual_seed(member_seed(cfg.seed, "original-init", 0))
+        model = build_model(preset.model, splits.in_shape, splits.num_classes,
+                            seed=member_seed(cfg.seed, "original-init", 0), **preset.model_kwargs).to(device)
+        dsplits = _splits_on(Context(splits, preset, {}, cfg.device), device)
+        _, secs = timed(train_model, model, dsplits.train, preset.recipe, splits.num_classes,
+                        member_seed(cfg.seed, "original-data", 0))
+        store.save_weights(orig_key, model.state_dict(), {"seconds": secs})
+        cached = store.load_weights(orig_key)
+    original_state, original_meta = cached
+    # one retraining alone, timed: the original's training time scaled to the retain set's size
+    retrain_seconds = original_meta["seconds"] * len(splits.retain) / len(splits.train)
+
+    base = [Population("retrained", "reference", "train", "oracle"),
+            Population("oracle", "ceiling", "train", "oracle-b"),
+            Population("original", "floor", "train", "original", on="train")]
+    all_pops = base + pops
+    train_chunk = _chunk_size(preset)
+    jobs, ckeys = [], {}
+    for pop in all_pops:
+        size = train_chunk if pop.kind == "train" else UNLEARN_CHUNK
+        ckeys[pop.name] = []
+        for start in range(0, n, size):
+            seeds = [member_seed(cfg.seed, pop.tag, i) for i in range(start, min(n, start + size))]
+            ident = {"eval": EVAL_VERSION, "splits": splits.key, "seeds": seeds, "device": device.type, **model_spec}
+            ident.update({"on": pop.on} if pop.kind == "train" else
+                         {"original": orig_key, "method": pop.method, "hp": pop.hparams, "code": pop.code})
+            key = content_key(ident)
+            ckeys[pop.name].append(key)
+            if not store.path("chunks", key, "npz").exists():
+                jobs.append(Job(pop, seeds, key))
+
+    ctx = Context(splits, preset, original_state, cfg.device)
+    if progress: progress.start(sum(len(j.seeds) for j in jobs), f"{len(jobs)} jobs")
+
+    def on_result(job, arrays):
+        if "__error__" in arrays:
+            raise UserError(arrays["__error__"])
+        store.save_arrays("chunks", job.key, arrays)
+        if progress: progress.advance(len(job.seeds), job.pop.name)
+
+    if jobs:
+        EXECUTORS[cfg.executor](cfg).run(ctx, jobs, on_result)
+    if progress: progress.stop()
+
+    populations = {}
+    for pop in all_pops:
+        parts = [store.load_arrays("chunks", k) for k in ckeys[pop.name]]
+        if any(p is None for p in parts):
+            raise UserError(f"the cache at {store.root} lost part of population {pop.name!r} while running: "
+                            f"run again to recompute it.")
+        populations[pop.name] = {k: np.concatenate([p[k] for p in parts]) for k in ARRAYS}
+
+    ref = populations["retrained"]
+    rows = []
+    for pop in all_pops[1:]:
+        u = populations[pop.name]
+        eps = example_epsilons(u["conf"], ref["conf"])
+        fq = float(points(eps, len(ref["conf"])).mean())
+        cost = {"ceiling": 1.0, "floor": 0.0}.get(pop.role, float(u["seconds"].mean() / retrain_seconds))
+        row = {"method": pop.name, "role": pop.role, "forgetting_quality": fq,
+               "score": challenge_score(fq, u["retain_acc"], ref["retain_acc"], u["test_acc"], ref["test_acc"]),
+               "retain_acc": float(u["retain_acc"].mean()), "test_acc": float(u["test_acc"].mean()),
+               "forget_acc": float(u["forget_acc"].mean()), "cost": cost, "n_models": n,
+               "seconds": float(u["seconds"].sum()), "over_budget": pop.role == "method" and cost > cfg.budget,
+               "hparams": pop.hparams, "population": f"populations/{pop.name}.npz"}
+        row.update(_extra_metrics(u, ref))
+        rows.append(row)
+    order = {"ceiling": 0, "method": 1, "floor": 2}
+    rows.sort(key=lambda r: (order[r["role"]], -r["score"]))
+    board = {"run": out.name, "preset": preset.name, "n_models": n, "seed": cfg.seed, "forget": cfg.forget or preset.forget,
+             "budget": cfg.budget, "created": dt.datetime.now().isoformat(timespec="seconds"),
+             "device": device.type, "executor": cfg.executor, "retrain_seconds": retrain_seconds,
+             "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
+             "hp_preset": cfg.hp_preset, "wall_seconds": time.perf_counter() - t_start, "versions": versions(), "rows": rows}
+    _write_run_dir(out, board, populations, cfg.report)
+    return board, out
+
+
+def _extra_metrics(u, ref) -> dict:
+    try:
+        from .metrics.extra import extra_metrics
+    except ModuleNotFoundError:
+        return {}
+    return extra_metrics(u, ref)
+
+
+def versions() -> dict:
+    import numpy, safetensors
+    return {"obliviate": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "safetensors": safetensors.__version__, "python": platform.python_version()}
+
+
+def _write_run_dir(out: Path, board: dict, populations: dict, report: bool) -> None:
+    """Build the whole run folder beside its destination, then rename it into place: all or nothing."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        (tmp / "populations").mkdir()
+        for name, arrays in populations.items():
+            (tmp / "populations" / f"{name}.npz").write_bytes(npz_bytes(arrays))
+        (tmp / "leaderboard.json").write_text(json.dumps(board, indent=2))
+        (tmp / "leaderboard.md").write_text(leaderboard_markdown(board))
+        if report:
+            try:
+                from .report import write_report
+            except ModuleNotFoundError:
+                write_report = None
+            if write_report:
+                write_report(tmp)
+        if out.exists():
+            out.rmdir()           # empty (checked before the run)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+COLUMNS = ("method", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost",
+           "n_models", "seconds")
+
+
+def fmt(key, value) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}" if key == "seconds" else f"{value:.3f}" if key == "cost" else f"{value:.4f}"
+    return str(value)
+
+
+def row_label(row) -> str:
+    tag = {"ceiling": " (ceiling)", "floor": " (floor)"}.get(row["role"], "")
+    return f"{row['method']}{tag}{' [over budget]' if row.get('over_budget') else ''}"
+
+
+def leaderboard_markdown(board: dict) -> str:
+    head = (f"# Leaderboard: {board['preset']} (forget {board['forget']}, N = {board['n_models']}, "
+            f"seed {board['seed']})\n\n")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in board["rows"]:
+        cells = [row_label(r)] + [fmt(c, r[c]) for c in COLUMNS[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    foot = (f"\n\nScored against a population of {board['n_models']} retrained models; `oracle` is a second "
+            f"retrained population (the best any method can do), `original` is no unlearning. `cost` = mean "
+            f"unlearning time / one retraining ({board['retrain_seconds']:.3f} s); budget {board['budget']}.\n")
+    return head + "\n".join(lines) + foot

@@ -1,0 +1,100 @@
+"""Content-addressed artifacts: every file is named by a hash of everything that determined it.
+
+Weights are safetensors, arrays are .npz read with allow_pickle=False, metadata is JSON. Every write goes
+to a temp file in the same folder and is renamed into place, so a killed run leaves either the whole
+artifact or nothing, and a rerun picks up exactly where it stopped (Reuse-N-N: the oracle population is
+trained once and shared by every method and every later run).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+
+def content_key(obj) -> str:
+    """Stable hash of a JSON-able description (sorted keys; tuples and lists alike)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def load_npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+class Store:
+    """A folder of artifacts: `<root>/<kind>/<key[:2]>/<key>.<ext>`."""
+
+    def __init__(self, root):
+        self.root = Path(root).expanduser()
+
+    def path(self, kind: str, key: str, ext: str) -> Path:
+        return self.root / kind / key[:2] / f"{key}.{ext}"
+
+    # weights ------------------------------------------------------------------------------------------
+    def save_weights(self, key: str, state: dict, meta: dict | None = None) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        atomic_write_bytes(self.path("weights", key, "safetensors"),
+                           st_save(tensors, metadata={"meta": json.dumps(meta or {})}))
+
+    def load_weights(self, key: str) -> tuple[dict, dict] | None:
+        """(state_dict, meta), or None when absent or unreadable (a damaged entry is recomputed)."""
+        p = self.path("weights", key, "safetensors")
+        if not p.exists():
+            return None
+        try:
+            raw = p.read_bytes()
+            n = int.from_bytes(raw[:8], "little")
+            meta = json.loads(json.loads(raw[8:8 + n]).get("__metadata__", {}).get("meta", "{}"))
+            return st_load(raw), meta
+        except Exception:
+            p.unlink(missing_ok=True)
+            return None
+
+    # arrays -------------------------------------------------------------------------------------------
+    def save_arrays(self, kind: str, key: str, arrays: dict) -> None:
+        atomic_write_bytes(self.path(kind, key, "npz"), npz_bytes(arrays))
+
+    def load_arrays(self, kind: str, key: str) -> dict | None:
+        p = self.path(kind, key, "npz")
+        if not p.exists():
+            return None
+        try:
+            return load_npz(p)
+        except Exception:          # truncated or foreign file: drop it and recompute
+            p.unlink(missing_ok=True)
+            return None

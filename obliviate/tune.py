@@ -1,0 +1,102 @@
+"""`obliviate tune`: search a method's hyperparameters with Optuna against the challenge score.
+
+The score is computed on a *tuning* forget set: the same preset and seed, but forget identities disjoint
+from the evaluation forget set (`make_splits(role="tune")`), so tuned values are not fit to the very
+examples the leaderboard scores. The best values are saved as a named hyperparameter preset,
+`<cache>/hp-presets/<name>.json` = {preset: {method: {name: value}}}, which `run --hp-preset NAME` applies.
+
+Search space, by default (override any bound with --space name=low:high):
+  float hyperparameters > 0    log-uniform over [default/10, default*10] (capped at 1 when default < 1)
+  int hyperparameters >= 1     uniform over [max(1, default//2), 2*default]
+  momentum, batch sizes, bools, strings and tuples stay at their defaults (they change the algorithm's
+  nature or its compute rather than its strength).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import UserError
+from .methods import get_method
+from .runner import RunConfig, default_cache, run
+from .store import atomic_write_text
+
+FIXED = ("momentum", "batch_size", "bs")
+
+
+def search_space(defaults: dict, overrides: dict | None = None) -> dict:
+    space = {}
+    for k, d in defaults.items():
+        if any(f in k for f in FIXED) or isinstance(d, bool):
+            continue
+        if isinstance(d, float) and d > 0:
+            space[k] = ("float", d / 10, min(d * 10, 1.0) if d < 1 else d * 10)
+        elif isinstance(d, int) and d >= 1:
+            space[k] = ("int", max(1, d // 2), 2 * d)
+    for k, bounds in (overrides or {}).items():
+        if k not in defaults:
+            raise UserError(f"--space {k} names no hyperparameter of this method: it has {', '.join(defaults)}.")
+        lo, sep, hi = bounds.partition(":")
+        try:
+            lo, hi = float(lo), float(hi)
+        except ValueError:
+            raise UserError(f"--space {k}={bounds!r} is not low:high, e.g. --space lr=1e-4:1e-1.") from None
+        kind = "int" if isinstance(defaults[k], int) and not isinstance(defaults[k], bool) else "float"
+        space[k] = (kind, lo, hi)
+    return space
+
+
+def hp_preset_path(cache, name: str) -> Path:
+    return Path(cache or default_cache()) / "hp-presets" / f"{name}.json"
+
+
+def load_hp_preset(cache, name: str, preset: str) -> dict:
+    p = hp_preset_path(cache, name)
+    if not p.exists():
+        raise UserError(f"hyperparameter preset {name!r} not found at {p}: create it with "
+                        f"`obliviate tune --method M --name {name}`.")
+    try:
+        return json.loads(p.read_text()).get(preset, {})
+    except json.JSONDecodeError:
+        raise UserError(f"hyperparameter preset file {p} is not valid JSON: delete it and tune again.") from None
+
+
+def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_overrides: dict | None = None,
+         on_trial=None) -> dict:
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise UserError("tuning needs Optuna: pip install 'obliviate[tune]' (or optuna), then run again.") from None
+    if trials < 1:
+        raise UserError("--trials must be at least 1.")
+    m = get_method(method)
+    space = search_space(m.defaults, space_overrides)
+    if not space:
+        raise UserError(f"method {method!r} has no tunable hyperparameter.")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    study.enqueue_trial(dict(m.defaults))            # trial 0: the published values, as a reference
+    work = Path(tempfile.mkdtemp(prefix="obliviate-tune-"))
+
+    def objective(trial):
+        hp = {}
+        for k, (kind, lo, hi) in space.items():
+            hp[k] = (trial.suggest_int(k, int(lo), int(hi)) if kind == "int"
+                     else trial.suggest_float(k, lo, hi, log=lo > 0))
+        board, _ = run(replace(cfg, methods=[method], hp={f"{method}.{k}": v for k, v in hp.items()},
+                               role="tune", report=False, out=str(work / f"trial-{trial.number}")))
+        row = next(r for r in board["rows"] if r["role"] == "method")
+        if on_trial:
+            on_trial(trial.number, hp, row)
+        return row["score"]
+
+    study.optimize(objective, n_trials=trials)
+    best = {k: v for k, v in study.best_params.items() if k in space}
+    path = hp_preset_path(cfg.cache, name)
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    saved.setdefault(cfg.preset, {})[method] = best
+    atomic_write_text(path, json.dumps(saved, indent=2, sort_keys=True))
+    return {"method": method, "best": best, "score": study.best_value, "path": str(path),
+            "default_score": study.trials[0].value, "trials": len(study.trials)}

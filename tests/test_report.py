@@ -1,0 +1,158 @@
+"""The report: write_report on a synthetic run directory, compare_runs, glossary, errors."""
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from obliviate.errors import UserError
+from obliviate.report import compare_runs, load_run, metric_glossary, write_report
+from obliviate.report.synthetic import make_synthetic_run
+
+METHODS = ("oracle", "finetune", "scrub", "neggrad_plus", "original")
+SECTIONS = ("leaderboard", "score-cost", "epsilons", "examples", "accuracy", "glossary")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = make_synthetic_run(tmp_path_factory.mktemp("runs") / "run-a", n_models=32, n_forget=20, n_test=60)
+    html_path, md_path = write_report(path)
+    return path, html_path, md_path
+
+
+def test_write_report_files(run):
+    path, html_path, md_path = run
+    assert html_path == path / "report.html" and md_path == path / "report.md"
+    assert html_path.stat().st_size > 10_000 and md_path.stat().st_size > 1_000
+    pngs = sorted(p.name for p in (path / "report_files").iterdir())
+    assert pngs == ["accuracy.png", "epsilons.png", "examples.png", "score_cost.png"]
+    for p in (path / "report_files").iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = md_path.read_text()
+    for name in pngs:
+        assert f"](report_files/{name})" in md
+    assert not [p.name for p in path.iterdir() if p.name.startswith(".")]     # no temp files left behind
+
+
+def test_html_is_self_contained(run):
+    html = run[1].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
+    imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(imgs) == 4 and html.count("<img") == 4
+    for b64 in imgs:                                          # each figure is a decodable PNG
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            im.load()
+            assert im.width > 1000 and im.height > 300
+
+
+def test_report_contents(run):
+    path, html_path, md_path = run
+    html, md = html_path.read_text(), md_path.read_text()
+    for name in METHODS:
+        assert name in html and name in md
+    for sec in SECTIONS:
+        assert f'<section id="{sec}">' in html
+    for head in ("## Leaderboard", "## Score vs cost", "## Per-example epsilon", "## Forget examples up close",
+                 "## Accuracy", "## Glossary"):
+        assert head in md
+    for flag in ("ORACLE CEILING", "ORIGINAL FLOOR", "OVER BUDGET"):
+        assert flag in html and flag in md
+    # the over-budget row (neggrad_plus, cost 0.35 > 0.2) is flagged, the others are not
+    over = [line for line in md.splitlines() if "OVER BUDGET" in line and line.startswith("|")]
+    assert len(over) == 1 and "neggrad_plus" in over[0]
+    assert re.search(r'<tr class="method over">.*neggrad_plus', html)
+    # oracle first, original last in the table
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "ORACLE" in line or "FLOOR" in line]
+    assert "oracle" in rows[0]
+
+
+def test_report_computes_missing_extras_and_accepts_runner_costs(tmp_path):
+    """The runner may give the ceiling/floor numeric costs and rows without the extra keys."""
+    path = make_synthetic_run(tmp_path / "run", n_models=16, n_forget=12, n_test=30, seed=3)
+    board = json.loads((path / "leaderboard.json").read_text())
+    for row in board["rows"]:
+        for k in ("mia", "mia_std", "ks", "kl", "forget_gap"):
+            row.pop(k)
+        if row["role"] != "method":
+            row["cost"] = {"ceiling": 1.0, "floor": 0.0}[row["role"]]
+        row.pop("over_budget")
+    (path / "leaderboard.json").write_text(json.dumps(board))
+    (path / "report_files").mkdir()
+    (path / "report_files" / "stale.png").write_bytes(b"old")   # an older report's folder is replaced
+    _, md_path = write_report(path)
+    assert not (path / "report_files" / "stale.png").exists()
+    table = [line for line in md_path.read_text().splitlines() if line.startswith("| ") and "oracle" in line]
+    cells = [c.strip() for c in table[0].split("|")]
+    assert "–" not in cells[9:12]                          # MIA, KS, KL filled from the populations
+
+
+def test_compare_runs(run, tmp_path):
+    other = make_synthetic_run(tmp_path / "run-b", n_models=16, n_forget=12, n_test=30, seed=1)
+    text = compare_runs([run[0], other])
+    for word in ("run-a", "run-b", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost",
+                 "oracle (ceiling)", "original (floor)", "[over budget]"):
+        assert word in text
+    md = compare_runs([run[0], other], metrics=["score", "mia", "ks"], markdown=True)
+    lines = md.strip().splitlines()
+    assert lines[0] == "| run | method | score | mia | ks |"
+    assert len(lines) == 2 + 2 * len(METHODS)
+    assert all(line.startswith("| run-") for line in lines[2:])
+    with pytest.raises(UserError, match="no_such_metric"):
+        compare_runs([run[0]], metrics=["no_such_metric"])
+
+
+def test_glossary_covers_every_leaderboard_key(run):
+    names = {g["name"] for g in metric_glossary()}
+    keys = {k for row in load_run(run[0]).rows for k in row}
+    assert keys <= names, keys - names
+    for g in metric_glossary():
+        assert set(g) == {"name", "formula", "direction", "ideal"} and g["formula"]
+    md = metric_glossary(markdown=True)
+    assert md.startswith("| metric | formula | direction | ideal |") and "`kl`" in md
+
+
+def _one_sentence(err):
+    msg = str(err.value)
+    assert "\n" not in msg and msg.endswith(".")
+
+
+def test_errors_are_user_errors(tmp_path, run):
+    with pytest.raises(UserError) as e:
+        write_report(tmp_path / "missing")
+    _one_sentence(e)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="leaderboard.json") as e:
+        write_report(tmp_path / "empty")
+    _one_sentence(e)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "leaderboard.json").write_text('{"preset": "x", "rows": [')
+    with pytest.raises(UserError, match="not valid JSON") as e:
+        write_report(bad)
+    _one_sentence(e)
+    with pytest.raises(UserError):
+        compare_runs([run[0], bad])
+    (bad / "leaderboard.json").write_text(json.dumps({"rows": [{"method": "x", "role": "method"}]}))
+    with pytest.raises(UserError, match="lacks") as e:
+        write_report(bad)
+    _one_sentence(e)
+
+
+def test_missing_or_corrupt_population(tmp_path):
+    path = make_synthetic_run(tmp_path / "run", n_models=8, n_forget=6, n_test=20)
+    (path / "populations" / "scrub.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="scrub.npz") as e:
+        write_report(path)
+    _one_sentence(e)
+    (path / "populations" / "scrub.npz").unlink()
+    with pytest.raises(UserError, match="lacks populations/scrub.npz"):
+        write_report(path)
+    np.savez(path / "populations" / "scrub.npz", conf=np.zeros((8, 5)))     # wrong number of forget examples
+    with pytest.raises(UserError, match="forget examples"):
+        write_report(path)
+    assert not (path / "report.html").exists()

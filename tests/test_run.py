@@ -1,0 +1,157 @@
+"""End to end on the smoke preset: the CLI, the leaderboard, the cache (Reuse-N-N), resume after kill -9,
+determinism, hyperparameter overrides, the budget flag, user method files and every bad-input path."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from obliviate.runner import RunConfig, run
+
+CLI = [sys.executable, "-m", "obliviate.cli"]
+TIMING = {"seconds", "cost", "over_budget", "wall_seconds"}
+
+
+def cli(*args, env=None, timeout=300):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def stable(board):
+    """Rows without wall-clock fields (those legitimately differ between runs)."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in board["rows"]]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    r = cli("run", "--preset", "smoke", "-n", 6, "--cache", d / "cache", "--out", d / "out", "--no-report")
+    assert r.returncode == 0, r.stderr
+    return d, json.loads((d / "out" / "leaderboard.json").read_text()), r
+
+
+def test_leaderboard_rows_and_files(smoke_run):
+    d, board, r = smoke_run
+    assert {"preset", "n_models", "seed", "rows"} <= board.keys() and board["preset"] == "smoke"
+    by = {row["method"]: row for row in board["rows"]}
+    assert set(by) == {"oracle", "finetune", "original"}
+    assert (by["oracle"]["role"], by["original"]["role"]) == ("ceiling", "floor")
+    for row in board["rows"]:
+        for k in ("forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc"):
+            assert 0 <= row[k] <= 1, (k, row)
+        assert row["n_models"] == 6 and row["cost"] >= 0 and row["seconds"] > 0
+    # the unlearning run is far cheaper than retraining (1 epoch of finetuning vs 10 of training)
+    assert by["finetune"]["cost"] < 0.5
+    assert (d / "out" / "leaderboard.md").read_text().count("|") > 20
+    assert "oracle" in r.stdout and "finetune" in r.stdout          # the printed table
+    for name in ("retrained", "oracle", "finetune", "original"):
+        assert (d / "out" / "populations" / f"{name}.npz").exists()
+    weights = list((d / "cache" / "weights").rglob("*.safetensors"))
+    assert len(weights) == 1                                           # the original, as safetensors
+
+
+def test_second_run_recomputes_nothing(smoke_run, monkeypatch, tmp_path):
+    d, board, _ = smoke_run
+    import obliviate.runner as runner
+    calls = []
+    monkeypatch.setattr(runner, "run_job_safe", lambda ctx, job: calls.append(job) or {})
+    again, _ = run(RunConfig(preset="smoke", n_models=6, cache=str(d / "cache"), out=str(tmp_path / "o"),
+                             report=False))
+    assert calls == []
+    assert stable(again) == stable(board)
+
+
+def test_same_seed_same_leaderboard_other_seed_differs(smoke_run, tmp_path):
+    d, board, _ = smoke_run
+    fresh, _ = run(RunConfig(preset="smoke", n_models=6, cache=str(tmp_path / "c"), out=str(tmp_path / "o"),
+                             report=False))
+    assert stable(fresh) == stable(board)
+    other, _ = run(RunConfig(preset="smoke", n_models=6, seed=1, cache=str(tmp_path / "c"),
+                             out=str(tmp_path / "o1"), report=False))
+    assert stable(other) != stable(board)
+
+
+def test_killed_run_resumes_to_identical_leaderboard(smoke_run, tmp_path):
+    d, board, _ = smoke_run
+    cache = tmp_path / "cache"
+    args = [*CLI, "run", "--preset", "smoke", "-n", "6", "--cache", str(cache), "--out", str(tmp_path / "a"),
+            "--no-report", "--quiet"]
+    p = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache.rglob("chunks/*/*.npz"))) < 2:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    done_before = len(list(cache.rglob("chunks/*/*.npz")))
+    assert 1 <= done_before and not (tmp_path / "a").exists()      # killed mid-way, no run folder yet
+    r = cli("run", "--preset", "smoke", "-n", 6, "--cache", cache, "--out", tmp_path / "a", "--no-report")
+    assert r.returncode == 0, r.stderr
+    assert stable(json.loads((tmp_path / "a" / "leaderboard.json").read_text())) == stable(board)
+    assert not list(cache.rglob("*.tmp"))
+
+
+def test_hp_override_recorded_and_keyed(smoke_run, tmp_path):
+    d, board, _ = smoke_run
+    b, _ = run(RunConfig(preset="smoke", n_models=6, cache=str(d / "cache"), out=str(tmp_path / "o"),
+                         hp={"finetune.lr": "0.05", "epochs": "2"}, report=False, budget=1e-9))
+    row = next(r for r in b["rows"] if r["method"] == "finetune")
+    assert row["hparams"]["lr"] == 0.05 and row["hparams"]["epochs"] == 2
+    base = next(r for r in board["rows"] if r["method"] == "finetune")
+    assert row["forget_acc"] != base["forget_acc"]                  # recomputed, not the cached default
+    assert row["over_budget"] is True                                # any cost exceeds a ~0 budget
+    assert not next(r for r in b["rows"] if r["role"] == "ceiling")["over_budget"]
+
+
+def test_user_method_file(tmp_path, smoke_run):
+    d, _, _ = smoke_run
+    f = tmp_path / "mine.py"
+    f.write_text("import torch\n"
+                 "def unlearning(net, retain_loader, forget_loader, val_loader):\n"
+                 "    opt = torch.optim.SGD(net.parameters(), lr=0.01)\n"
+                 "    for x, y in retain_loader:\n"
+                 "        opt.zero_grad(); torch.nn.functional.cross_entropy(net(x), y).backward(); opt.step()\n"
+                 "    return net\n")
+    r = cli("run", "--preset", "smoke", "-n", 4, "--method", f"{f}:unlearning", "--cache", d / "cache",
+            "--out", tmp_path / "o", "--no-report", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "o" / "leaderboard.json").read_text())["rows"]
+    assert "mine:unlearning" in [row["method"] for row in rows]
+
+
+def test_methods_command_lists_registry():
+    r = cli("methods")
+    assert r.returncode == 0 and "finetune" in r.stdout
+
+
+NAN_METHOD = ("import torch\n"
+              "def unlearning(net, retain_loader, forget_loader, val_loader):\n"
+              "    with torch.no_grad():\n"
+              "        for p in net.parameters(): p.fill_(float('nan'))\n"
+              "    return net\n")
+
+
+@pytest.mark.parametrize("case", ["preset", "method", "import", "nofunc", "groups0", "empty-class", "nan",
+                                  "hp", "cifar", "device", "forget-spec", "n1"])
+def test_bad_input_one_sentence_no_traceback_nothing_written(case, tmp_path, smoke_run):
+    d, _, _ = smoke_run
+    broken = tmp_path / "broken.py"; broken.write_text("import not_a_module_anywhere\n")
+    nofunc = tmp_path / "nofunc.py"; nofunc.write_text("x = 1\n")
+    nan = tmp_path / "nan.py"; nan.write_text(NAN_METHOD)
+    extra = {"preset": ["--preset", "nope"], "method": ["--method", "nope"],
+             "import": ["--method", f"{broken}:unlearning"], "nofunc": ["--method", f"{nofunc}:unlearning"],
+             "groups0": ["--forget", "groups:0"], "empty-class": ["--forget", "class:10"],
+             "nan": ["--method", f"{nan}:unlearning"], "hp": ["--hp", "nonsense=1"],
+             "cifar": ["--preset", "cifar10", "--data", tmp_path / "missing.tar.gz"],
+             "device": ["--device", "tpu"], "forget-spec": ["--forget", "people:3"], "n1": ["-n", "1"]}[case]
+    cache = tmp_path / "cache"
+    args = ["run", "--preset", "smoke", "-n", 4, "--cache", cache, "--out", tmp_path / "out", "--no-report"]
+    r = cli(*args, *extra)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error:")
+    assert len(r.stderr.strip().splitlines()) <= 3                   # one sentence (rich may wrap it)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.glob(".out.*"))

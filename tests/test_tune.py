@@ -1,0 +1,38 @@
+"""`obliviate tune`: the search space, the saved hyperparameter preset, and `run --hp-preset` using it."""
+import json
+
+import pytest
+
+from obliviate.errors import UserError
+from obliviate.runner import RunConfig, run
+from obliviate.tune import search_space, tune
+
+pytest.importorskip("optuna")
+
+
+def test_search_space_rules():
+    s = search_space({"lr": 1e-3, "epochs": 4, "momentum": 0.9, "alpha": 0.95, "flag": True, "batch_size": 64})
+    assert s["lr"] == ("float", pytest.approx(1e-4), pytest.approx(1e-2))
+    assert s["epochs"] == ("int", 2, 8)
+    assert s["alpha"][2] == 1.0                       # a fraction is capped at 1
+    assert "momentum" not in s and "flag" not in s and "batch_size" not in s
+    assert search_space({"lr": 1e-3}, {"lr": "0.1:0.2"})["lr"] == ("float", 0.1, 0.2)
+    with pytest.raises(UserError):
+        search_space({"lr": 1e-3}, {"nope": "1:2"})
+
+
+def test_tune_saves_preset_that_run_uses(tmp_path):
+    cfg = RunConfig(preset="smoke", n_models=4, cache=str(tmp_path / "c"), quiet=True)
+    res = tune(cfg, "finetune", trials=3, name="t1")
+    saved = json.loads((tmp_path / "c" / "hp-presets" / "t1.json").read_text())
+    assert saved["smoke"]["finetune"] == res["best"] and set(res["best"]) == {"epochs", "lr", "weight_decay"}
+    assert res["trials"] == 3 and res["score"] >= res["default_score"]    # trial 0 = the published defaults
+    board, _ = run(RunConfig(preset="smoke", n_models=4, cache=str(tmp_path / "c"), out=str(tmp_path / "o"),
+                             hp_preset="t1", report=False))
+    row = next(r for r in board["rows"] if r["method"] == "finetune")
+    assert row["hparams"]["lr"] == pytest.approx(res["best"]["lr"]) and board["hp_preset"] == "t1"
+
+
+def test_missing_hp_preset_is_one_sentence(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        run(RunConfig(preset="smoke", n_models=4, cache=str(tmp_path), out=str(tmp_path / "o"), hp_preset="nope"))
