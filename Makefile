@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	bash scripts/install-system.sh
 	touch $(STAMP)
 
-run: install
-	$(BIN)/obliviate run $(ARGS)
+run: install   # default: every registered method on digits; ARGS replaces that, e.g. ARGS="--preset smoke"
+	$(BIN)/obliviate run $(if $(ARGS),$(ARGS),--method all)
 
 test: install
 	$(BIN)/python -m pytest -x --timeout=600 tests

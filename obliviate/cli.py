@@ -82,6 +82,8 @@ def run(preset: str = typer.Option("digits", help="smoke | digits | fashion | ci
         data: Optional[Path] = typer.Option(None, help="data path for cifar10 / manifest / fashion"),
         hp: List[str] = typer.Option([], "--hp", help="override a hyperparameter: name=value or method.name=value"),
         executor: str = typer.Option("local", help="local | ray"),
+        workers: Optional[int] = typer.Option(None, help="local executor processes (default: one per core "
+                                                           "for small CPU models at N >= 32)"),
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)"),
         budget: float = typer.Option(0.2, help="compute budget per unlearning run, as a fraction of one retraining"),
         hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="hyperparameters saved by `tune`"),
@@ -91,7 +93,7 @@ def run(preset: str = typer.Option("digits", help="smoke | digits | fashion | ci
     from .runner import RunConfig, run as run_protocol
     cfg = RunConfig(preset=preset, methods=method, forget=forget, n_models=n_models, seed=seed, device=device,
                     out=str(out) if out else None, cache=str(cache) if cache else None,
-                    data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor,
+                    data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor, workers=workers,
                     address=address, budget=budget, report=report, hp_preset=hp_preset)
     board, out_dir = run_protocol(cfg, progress=None if quiet else RichProgress())
     if not quiet:

@@ -39,6 +39,7 @@ from .store import Store, atomic_write_text, content_key, npz_bytes
 from .training import resolve_device, timed, train_model
 
 EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence definition changes
+DEFAULT_THREADS = torch.get_num_threads()   # PyTorch's choice at import, before any preset changes it
 UNLEARN_CHUNK = 16               # unlearning runs per job (resume granularity; one Ray task)
 ARRAYS = ("conf", "loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc", "seconds")
 
@@ -67,6 +68,7 @@ class RunConfig:
     report: bool = True
     role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
     hp_preset: str | None = None                    # a name saved by `obliviate tune`
+    workers: int | None = None                      # local executor processes (None: auto_workers)
 
 
 @dataclass
@@ -146,13 +148,69 @@ def run_job_safe(ctx: Context, job: Job):
 
 
 # --- executors ------------------------------------------------------------------------------------------
+POOL_MIN_MODELS = 32     # auto workers: below this many models per population, spawning (~2 s each) doesn't pay
+
+
+def auto_workers(ctx: Context, n_models: int, n_jobs: int) -> int:
+    """One process per `preset.threads` cores, for CPU presets with a fixed thread count (the tiny MLPs, which
+    gain nothing from a second thread) and enough work; presets with threads=None (CNN, ResNet) use one
+    process with PyTorch's threads. Measured: benchmarks/README.md, "Leaderboard"."""
+    threads = ctx.preset.threads
+    if not threads or resolve_device(ctx.device).type != "cpu" or n_models < POOL_MIN_MODELS:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores // threads, n_jobs))
+
+
+_WORKER_CTX: Context | None = None
+
+
+def _init_worker(ctx: Context, threads: int | None, parent: int) -> None:
+    global _WORKER_CTX
+    import threading
+    _WORKER_CTX = ctx
+    if threads:
+        torch.set_num_threads(threads)
+
+    def orphaned():                              # the driver was killed (kill -9): don't linger
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+    threading.Thread(target=orphaned, daemon=True).start()
+
+
+def _work(job: Job) -> dict:
+    return run_job_safe(_WORKER_CTX, job)
+
+
 class LocalExecutor:
+    """Jobs in this process, or in `workers` spawned processes that each receive the context once."""
+
+    def __init__(self, workers: int | None = None, n_models: int = 0):
+        self.workers, self.n_models = workers, n_models
+
     def run(self, ctx, jobs, on_result):
-        for job in jobs:
-            on_result(job, run_job_safe(ctx, job))
+        workers = self.workers or auto_workers(ctx, self.n_models, len(jobs))
+        self.used = workers = max(1, min(workers, len(jobs)))
+        if workers == 1:
+            for job in jobs:
+                on_result(job, run_job_safe(ctx, job))
+            return
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(ctx, ctx.preset.threads, os.getpid()))
+        try:
+            pending = {pool.submit(_work, job): job for job in jobs}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    on_result(pending.pop(f), f.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-EXECUTORS = {"local": lambda cfg: LocalExecutor()}
+EXECUTORS = {"local": lambda cfg: LocalExecutor(cfg.workers, cfg.n_models or get_preset(cfg.preset).n_models)}
 
 
 def _ray_executor(cfg):
@@ -211,6 +269,8 @@ def prepare(cfg: RunConfig):
         raise UserError(f"preset {preset.name!r} needs its data: pass --data PATH.")
     if cfg.executor not in EXECUTORS:
         raise UserError(f"unknown executor {cfg.executor!r}: use local or ray.")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UserError(f"--workers {cfg.workers} must be at least 1 (or leave it out for one per core).")
     n = cfg.n_models or preset.n_models
     if n < 2:
         raise UserError(f"--n-models {n} is too few: the metric compares populations of at least 2 models.")
@@ -225,8 +285,8 @@ def prepare(cfg: RunConfig):
 def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
     t_start = time.perf_counter()
     preset, n, device, pops, splits = prepare(cfg)
-    if preset.threads and device.type == "cpu":
-        torch.set_num_threads(preset.threads)
+    if device.type == "cpu":                        # the preset's count, or PyTorch's own default (all cores)
+        torch.set_num_threads(preset.threads or DEFAULT_THREADS)
     store = Store(cfg.cache or default_cache())
     out = Path(cfg.out) if cfg.out else Path("runs") / f"{preset.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and any(out.iterdir()):
@@ -277,8 +337,11 @@ def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
         store.save_arrays("chunks", job.key, arrays)
         if progress: progress.advance(len(job.seeds), job.pop.name)
 
+    workers = 0
     if jobs:
-        EXECUTORS[cfg.executor](cfg).run(ctx, jobs, on_result)
+        executor = EXECUTORS[cfg.executor](cfg)
+        executor.run(ctx, jobs, on_result)
+        workers = getattr(executor, "used", 0)
     if progress: progress.stop()
 
     populations = {}
@@ -308,7 +371,7 @@ def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
     rows.sort(key=lambda r: (order[r["role"]], -r["score"]))
     board = {"run": out.name, "preset": preset.name, "n_models": n, "seed": cfg.seed, "forget": cfg.forget or preset.forget,
              "budget": cfg.budget, "created": dt.datetime.now().isoformat(timespec="seconds"),
-             "device": device.type, "executor": cfg.executor, "retrain_seconds": retrain_seconds,
+             "device": device.type, "executor": cfg.executor, "workers": workers, "retrain_seconds": retrain_seconds,
              "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
              "hp_preset": cfg.hp_preset, "wall_seconds": time.perf_counter() - t_start, "versions": versions(), "rows": rows}
     _write_run_dir(out, board, populations, cfg.report)

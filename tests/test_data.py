@@ -342,3 +342,14 @@ def test_rows_of_unknown_identity_become_singletons_and_real_groups_are_kept():
     s = make_splits(raw, "groups:2", seed=0)
     # forgetting 2 identities takes at most 2 x 6 rows; a singleton identity forgets one row
     assert 1 <= len(s.forget) <= 12
+
+
+def test_max_train_shrinks_val_and_test_in_proportion(digits):
+    from obliviate.data import make_splits
+    full = make_splits(digits, "groups:2", seed=0)
+    small = make_splits(digits, "groups:2", seed=0, max_train=400)
+    assert len(small.retain) + len(small.forget) == 400
+    assert len(small.val) == len(small.test) == 50 < len(full.test)
+    assert small.key != full.key and small.train_key != full.train_key
+    again = make_splits(digits, "groups:2", seed=0, max_train=400)
+    assert torch.equal(again.test.x, small.test.x) and torch.equal(again.val.y, small.val.y)

@@ -18,3 +18,4 @@ def test_ray_matches_local(tmp_path):
     # same store layout: every chunk the local run wrote, the Ray run wrote under the same content key
     names = lambda c: sorted(p.name for p in (tmp_path / c).rglob("chunks/*/*.npz"))
     assert names("c_ray") == names("c_local") and names("c_local")
+

@@ -135,7 +135,7 @@ NAN_METHOD = ("import torch\n"
 
 
 @pytest.mark.parametrize("case", ["preset", "method", "import", "nofunc", "groups0", "empty-class", "nan",
-                                  "hp", "cifar", "device", "forget-spec", "n1"])
+                                  "hp", "cifar", "device", "forget-spec", "n1", "workers0"])
 def test_bad_input_one_sentence_no_traceback_nothing_written(case, tmp_path, smoke_run):
     d, _, _ = smoke_run
     broken = tmp_path / "broken.py"; broken.write_text("import not_a_module_anywhere\n")
@@ -146,7 +146,8 @@ def test_bad_input_one_sentence_no_traceback_nothing_written(case, tmp_path, smo
              "groups0": ["--forget", "groups:0"], "empty-class": ["--forget", "class:10"],
              "nan": ["--method", f"{nan}:unlearning"], "hp": ["--hp", "nonsense=1"],
              "cifar": ["--preset", "cifar10", "--data", tmp_path / "missing.tar.gz"],
-             "device": ["--device", "tpu"], "forget-spec": ["--forget", "people:3"], "n1": ["-n", "1"]}[case]
+             "device": ["--device", "tpu"], "forget-spec": ["--forget", "people:3"], "n1": ["-n", "1"],
+             "workers0": ["--workers", 0]}[case]
     cache = tmp_path / "cache"
     args = ["run", "--preset", "smoke", "-n", 4, "--cache", cache, "--out", tmp_path / "out", "--no-report"]
     r = cli(*args, *extra)
@@ -155,3 +156,26 @@ def test_bad_input_one_sentence_no_traceback_nothing_written(case, tmp_path, smo
     assert len(r.stderr.strip().splitlines()) <= 3                   # one sentence (rich may wrap it)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.glob(".out.*"))
+
+
+def test_local_worker_processes_match_one_process(tmp_path):
+    """--workers 2: spawned processes, each given the context once, give the in-process leaderboard."""
+    from obliviate.runner import RunConfig, run
+    kw = dict(preset="smoke", n_models=4, methods=["finetune,neggrad_plus"], report=False)
+    one, _ = run(RunConfig(**kw, cache=str(tmp_path / "c1"), out=str(tmp_path / "one"), workers=1))
+    two, _ = run(RunConfig(**kw, cache=str(tmp_path / "c2"), out=str(tmp_path / "two"), workers=2))
+    assert stable(two) == stable(one)
+    names = lambda c: sorted(p.name for p in (tmp_path / c).rglob("chunks/*/*.npz"))
+    assert names("c2") == names("c1") and names("c1")
+
+
+def test_auto_workers_only_for_cpu_presets_with_enough_models():
+    from obliviate.presets import PRESETS
+    from obliviate.runner import POOL_MIN_MODELS, Context, auto_workers
+    ctx = lambda p: Context(None, PRESETS[p], {}, "cpu")
+    assert auto_workers(ctx("digits"), POOL_MIN_MODELS - 1, 100) == 1       # too little work to spawn
+    assert auto_workers(ctx("cifar10"), 512, 100) == 1                      # multi-threaded preset: one process
+    assert auto_workers(ctx("digits"), 512, 1) == 1                         # never more workers than jobs
+    import os
+    cores = len(os.sched_getaffinity(0))
+    assert auto_workers(ctx("digits"), 512, 100) == cores

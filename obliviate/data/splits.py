@@ -112,7 +112,12 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
         n_test = n_val = max(1, n // 10)
         test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
     if max_train is not None and len(train_idx) > max_train:
+        # a subsampled benchmark keeps 80/10/10 proportions: val and test shrink with train (each at most
+        # max_train // 8), so per-model evaluation and the methods that read val scale with the preset
         train_idx = train_idx[:max_train]
+        cap = max(1, max_train // 8)
+        val_idx = val_idx[:cap]
+        test_idx = np.sort(rng.permutation(test_idx)[:cap])
     train_idx = np.sort(train_idx)
 
     x, y = raw.x, raw.y
