@@ -179,3 +179,19 @@ def test_auto_workers_only_for_cpu_presets_with_enough_models():
     import os
     cores = len(os.sched_getaffinity(0))
     assert auto_workers(ctx("digits"), 512, 100) == cores
+
+
+def test_warm_up_leaves_the_global_rng_alone():
+    """The cost unit (one timed retraining) is measured after a throwaway warm-up; that warm-up must not
+    shift the seeded RNG stream every later step depends on."""
+    import torch
+    from obliviate.data import load_source, make_splits
+    from obliviate.presets import PRESETS
+    from obliviate.runner import warm_up
+    p = PRESETS["smoke"]
+    s = make_splits(load_source(p.source), p.forget, 0, group_size=p.group_size)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    warm_up(p, s)
+    assert torch.equal(torch.rand(3), expected)
