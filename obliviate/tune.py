@@ -72,6 +72,9 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
     if trials < 1:
         raise UserError("--trials must be at least 1.")
     m = get_method(method)
+    # each trial is a short run: one process, since spawning workers (~2 s each) costs more than a trial's
+    # unlearning runs on the small presets; --workers still overrides
+    cfg = replace(cfg, workers=cfg.workers or 1)
     space = search_space(m.defaults, space_overrides)
     if not space:
         raise UserError(f"method {method!r} has no tunable hyperparameter.")
