@@ -108,6 +108,8 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
          preset: str = typer.Option("digits"), n_models: Optional[int] = typer.Option(None, "--n-models", "-n"),
          name: str = typer.Option("tuned", help="save the best values as this hyperparameter preset"),
          space: List[str] = typer.Option([], "--space", help="name=low:high search bounds"),
+         budget: float = typer.Option(0.2, help="trials costing more than this fraction of one retraining are "
+                                                "infeasible (the challenge's rule); inf to tune the score alone"),
          seed: int = typer.Option(0), device: str = typer.Option("auto"),
          cache: Optional[Path] = typer.Option(None), data: Optional[Path] = typer.Option(None),
          quiet: bool = typer.Option(False, "--quiet", "-q")):
@@ -115,11 +117,16 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
     from .runner import RunConfig
     from .tune import tune as run_tune
     cfg = RunConfig(preset=preset, n_models=n_models, seed=seed, device=device, cache=str(cache) if cache else None,
-                    data=str(data) if data else None, quiet=True)
+                    data=str(data) if data else None, quiet=True, budget=budget)
     show = None if quiet else (lambda i, hp, row: console.print(
-        f"trial {i}: score {row['score']:.4f}  " + ", ".join(f"{k}={v:.4g}" for k, v in hp.items())))
+        f"trial {i}: score {row['score']:.4f} cost {row['cost']:.3f}{' [over budget]' if row['over_budget'] else ''}  "
+        + ", ".join(f"{k}={v:.4g}" for k, v in hp.items())))
     res = run_tune(cfg, method, trials, name, parse_hp(space), on_trial=show)
-    console.print(f"best score {res['score']:.4f} (published defaults: {res['default_score']:.4f}) with "
+    if not res["within_budget"]:
+        console.print(f"[yellow]no trial fit the budget of {budget}: saving the cheapest (cost {res['cost']:.3f}); "
+                      f"widen --space towards fewer epochs or pass a larger --budget.[/yellow]")
+    console.print(f"best score {res['score']:.4f} at cost {res['cost']:.3f} (published defaults: "
+                  f"{res['default_score']:.4f} at cost {res['default_cost']:.3f}) with "
                   + ", ".join(f"{k}={v:.4g}" for k, v in res["best"].items()))
     console.print(f"saved to {res['path']}: use it with `obliviate run --preset {preset} --method {method} "
                   f"--hp-preset {name}`")

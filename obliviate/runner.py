@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import inspect
 import json
+import math
 import os
 import platform
 import shutil
@@ -271,6 +272,9 @@ def prepare(cfg: RunConfig):
         raise UserError(f"unknown executor {cfg.executor!r}: use local or ray.")
     if cfg.workers is not None and cfg.workers < 1:
         raise UserError(f"--workers {cfg.workers} must be at least 1 (or leave it out for one per core).")
+    if not cfg.budget > 0:                          # NaN fails this too
+        raise UserError(f"--budget {cfg.budget} must be a positive fraction of one retraining (the challenge: 0.2; "
+                        f"inf for no budget).")
     n = cfg.n_models or preset.n_models
     if n < 2:
         raise UserError(f"--n-models {n} is too few: the metric compares populations of at least 2 models.")
@@ -386,7 +390,7 @@ def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
     order = {"ceiling": 0, "method": 1, "floor": 2}
     rows.sort(key=lambda r: (order[r["role"]], -r["score"]))
     board = {"run": out.name, "preset": preset.name, "n_models": n, "seed": cfg.seed, "forget": cfg.forget or preset.forget,
-             "budget": cfg.budget, "created": dt.datetime.now().isoformat(timespec="seconds"),
+             "budget": cfg.budget if math.isfinite(cfg.budget) else None, "created": dt.datetime.now().isoformat(timespec="seconds"),
              "device": device.type, "executor": cfg.executor, "workers": workers, "retrain_seconds": retrain_seconds,
              "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
              "hp_preset": cfg.hp_preset, "wall_seconds": time.perf_counter() - t_start, "versions": versions(), "rows": rows}
@@ -457,5 +461,6 @@ def leaderboard_markdown(board: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     foot = (f"\n\nScored against a population of {board['n_models']} retrained models; `oracle` is a second "
             f"retrained population (the best any method can do), `original` is no unlearning. `cost` = mean "
-            f"unlearning time / one retraining ({board['retrain_seconds']:.3f} s); budget {board['budget']}.\n")
+            f"unlearning time / one retraining ({board['retrain_seconds']:.3f} s); budget "
+            f"{board['budget'] if board['budget'] is not None else 'none'}.\n")
     return head + "\n".join(lines) + foot

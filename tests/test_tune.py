@@ -22,7 +22,7 @@ def test_search_space_rules():
 
 
 def test_tune_saves_preset_that_run_uses(tmp_path):
-    cfg = RunConfig(preset="smoke", n_models=4, cache=str(tmp_path / "c"), quiet=True)
+    cfg = RunConfig(preset="smoke", n_models=4, cache=str(tmp_path / "c"), quiet=True, budget=float("inf"))
     res = tune(cfg, "finetune", trials=3, name="t1")
     saved = json.loads((tmp_path / "c" / "hp-presets" / "t1.json").read_text())
     assert saved["smoke"]["finetune"] == res["best"] and set(res["best"]) == {"epochs", "lr", "weight_decay"}
@@ -36,3 +36,24 @@ def test_tune_saves_preset_that_run_uses(tmp_path):
 def test_missing_hp_preset_is_one_sentence(tmp_path):
     with pytest.raises(UserError, match="not found"):
         run(RunConfig(preset="smoke", n_models=4, cache=str(tmp_path), out=str(tmp_path / "o"), hp_preset="nope"))
+
+
+def test_tune_treats_over_budget_trials_as_infeasible(tmp_path):
+    # a budget no trial can meet: every trial is infeasible, so the cheapest one wins, whatever its score
+    cfg = RunConfig(preset="smoke", n_models=4, cache=str(tmp_path / "c"), quiet=True, budget=1e-9)
+    seen = []
+    res = tune(cfg, "finetune", trials=4, name="t2", on_trial=lambda i, hp, row: seen.append(row))
+    assert not res["within_budget"] and all(r["over_budget"] for r in seen)
+    assert res["cost"] == min(r["cost"] for r in seen)
+    # no budget: the objective is the score alone, and the best trial is the highest-scoring one
+    free = tune(RunConfig(preset="smoke", n_models=4, cache=str(tmp_path / "c"), quiet=True, budget=float("inf")),
+                "finetune", trials=4, name="t3")
+    assert free["within_budget"] and free["budget"] == float("inf")
+    assert free["score"] >= free["default_score"]
+
+
+def test_bad_budget_is_one_sentence(tmp_path):
+    for b in (0.0, -1.0, float("nan")):
+        with pytest.raises(UserError, match="--budget"):
+            run(RunConfig(preset="smoke", n_models=4, cache=str(tmp_path), out=str(tmp_path / "o"), budget=b))
+    assert not (tmp_path / "o").exists()
