@@ -156,3 +156,16 @@ def test_missing_or_corrupt_population(tmp_path):
     with pytest.raises(UserError, match="forget examples"):
         write_report(path)
     assert not (path / "report.html").exists()
+
+
+def test_score_cost_spreads_methods_crowded_under_the_ceiling():
+    # digits N=512: methods score 0.0002-0.002 under a 0.107 ceiling; on a linear axis they sat on one line
+    from obliviate.report import plots
+    def rows(scores):
+        return ([{"role": "ceiling", "method": "oracle", "score": 0.107, "cost": 1.0},
+                 {"role": "floor", "method": "original", "score": 0.0025, "cost": 0.0}]
+                + [{"role": "method", "method": f"m{i}", "score": s, "cost": 0.05 * (i + 1)} for i, s in enumerate(scores)])
+    crowded = plots.score_cost(rows([0.0002, 0.001, 0.002]), 0.2).axes[0]
+    spread = plots.score_cost(rows([0.03, 0.06, 0.09]), 0.2).axes[0]
+    assert crowded.get_yscale() == "symlog" and "symlog" in crowded.get_ylabel()
+    assert spread.get_yscale() == "linear"
