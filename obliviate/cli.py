@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .errors import UserError
 
@@ -65,7 +66,8 @@ def leaderboard_table(board: dict) -> Table:
         t.add_column(c, justify="left" if c == "method" else "right")
     for r in board["rows"]:
         style = {"ceiling": "green", "floor": "red"}.get(r["role"], "yellow" if r.get("over_budget") else None)
-        t.add_row(row_label(r), *[fmt(c, r[c]) for c in COLUMNS[1:]], style=style)
+        # Text, not a str: rich would swallow "[over budget]" as markup (it did: piped output lost the flag)
+        t.add_row(Text(row_label(r)), *[fmt(c, r[c]) for c in COLUMNS[1:]], style=style)
     return t
 
 

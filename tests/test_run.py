@@ -210,3 +210,14 @@ def test_each_process_warms_up_once_before_timing_unlearning(tmp_path, monkeypat
     run(RunConfig(preset="smoke", n_models=4, methods=["finetune", "neggrad"], workers=1, cache=str(tmp_path / "c"),
                   out=str(tmp_path / "o"), report=False, quiet=True))
     assert calls == ["smoke", "smoke"]
+
+
+def test_over_budget_rows_flagged_in_terminal_and_markdown(smoke_run, tmp_path):
+    # from the cache, with a budget finetune cannot meet: the flag is text, visible without colour
+    d, _, _ = smoke_run
+    r = cli("run", "--preset", "smoke", "-n", 6, "--cache", d / "cache", "--out", tmp_path / "o", "--no-report",
+            "--budget", "1e-6")
+    assert r.returncode == 0, r.stderr
+    assert "finetune [over budget]" in r.stdout
+    assert "finetune [over budget]" in (tmp_path / "o" / "leaderboard.md").read_text()
+    assert "oracle (ceiling) [over" not in r.stdout                    # only methods are held to the budget
