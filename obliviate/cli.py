@@ -29,13 +29,13 @@ class RichProgress:
         self.p = None
 
     def note(self, text):
-        console.print(f"[dim]{text}[/dim]")
+        console.print(Text(text, style="dim"))
 
     def start(self, total, what):
         if total == 0:
             console.print("[dim]everything is cached: nothing to compute[/dim]")
             return
-        self.p = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+        self.p = Progress(TextColumn("{task.description:<22}", markup=False), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self.p.start()
         self.task = self.p.add_task(f"models ({what})", total=total)
@@ -101,7 +101,7 @@ def run(preset: str = typer.Option("digits", help="smoke | digits | fashion | ci
     if not quiet:
         console.print(leaderboard_table(board))
         console.print(f"wrote {out_dir}/leaderboard.json, leaderboard.md"
-                      + (", report.html" if (out_dir / "report.html").exists() else ""))
+                      + (", report.html" if (out_dir / "report.html").exists() else ""), markup=False)
 
 
 @app.command()
@@ -122,16 +122,16 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
                     data=str(data) if data else None, quiet=True, budget=budget)
     show = None if quiet else (lambda i, hp, row: console.print(
         f"trial {i}: score {row['score']:.4f} cost {row['cost']:.3f}{' [over budget]' if row['over_budget'] else ''}  "
-        + ", ".join(f"{k}={v:.4g}" for k, v in hp.items())))
+        + ", ".join(f"{k}={v:.4g}" for k, v in hp.items()), markup=False))
     res = run_tune(cfg, method, trials, name, parse_hp(space), on_trial=show)
     if not res["within_budget"]:
         console.print(f"[yellow]no trial fit the budget of {budget}: saving the cheapest (cost {res['cost']:.3f}); "
                       f"widen --space towards fewer epochs or pass a larger --budget.[/yellow]")
     console.print(f"best score {res['score']:.4f} at cost {res['cost']:.3f} (published defaults: "
                   f"{res['default_score']:.4f} at cost {res['default_cost']:.3f}) with "
-                  + ", ".join(f"{k}={v:.4g}" for k, v in res["best"].items()))
+                  + ", ".join(f"{k}={v:.4g}" for k, v in res["best"].items()), markup=False)
     console.print(f"saved to {res['path']}: use it with `obliviate run --preset {preset} --method {method} "
-                  f"--hp-preset {name}`")
+                  f"--hp-preset {name}`", markup=False)
 
 
 @app.command()
@@ -142,7 +142,8 @@ def methods():
     t.add_column("name"); t.add_column("hyperparameters (defaults)"); t.add_column("source")
     for name in sorted(METHODS):
         m = METHODS[name]
-        t.add_row(name, ", ".join(f"{k}={v}" for k, v in m.defaults.items()), m.doc.splitlines()[0] if m.doc else "")
+        t.add_row(Text(name), Text(", ".join(f"{k}={v}" for k, v in m.defaults.items())),
+                  Text(m.doc.splitlines()[0] if m.doc else ""))
     console.print(t)
 
 
@@ -153,9 +154,9 @@ def data(preset: str = typer.Option("digits"), forget: Optional[str] = typer.Opt
     from .runner import RunConfig, prepare
     p, n, device, _, s = prepare(RunConfig(preset=preset, forget=forget, seed=seed, data=str(data) if data else None,
                                            methods=[], device="cpu"))
-    console.print(f"{p.name}: source {p.source}, model {p.model}, input {tuple(s.in_shape)}, {s.num_classes} classes")
+    console.print(f"{p.name}: source {p.source}, model {p.model}, input {tuple(s.in_shape)}, {s.num_classes} classes", markup=False)
     console.print(f"retain {len(s.retain)}, forget {len(s.forget)} ({forget or p.forget}), val {len(s.val)}, "
-                  f"test {len(s.test)}")
+                  f"test {len(s.test)}", markup=False)
 
 
 @app.command()
@@ -163,7 +164,7 @@ def report(run_dir: Path):
     """Write RUN_DIR/report.html and report.md from a finished run."""
     from .report import write_report
     html, md = write_report(run_dir)
-    console.print(f"wrote {html} and {md}")
+    console.print(f"wrote {html} and {md}", markup=False)
 
 
 @app.command()
@@ -181,7 +182,8 @@ def main():
     except UserError as e:
         if os.environ.get("OBLIVIATE_DEBUG"):
             raise
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        # Text, not markup: messages quote user input and commands like pip install 'obliviate[tune]'
+        err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: finished chunks are cached; run the same command again to resume.")

@@ -221,3 +221,9 @@ def test_over_budget_rows_flagged_in_terminal_and_markdown(smoke_run, tmp_path):
     assert "finetune [over budget]" in r.stdout
     assert "finetune [over budget]" in (tmp_path / "o" / "leaderboard.md").read_text()
     assert "oracle (ceiling) [over" not in r.stdout                    # only methods are held to the budget
+
+
+def test_error_text_with_brackets_is_printed_whole(tmp_path):
+    # rich markup once swallowed "[tune]" from "pip install 'obliviate[tune]'"; user input is quoted verbatim
+    r = cli("run", "--preset", "smoke", "--method", "no[such]", "--cache", tmp_path / "c", "--out", tmp_path / "o")
+    assert r.returncode != 0 and "no[such]" in r.stderr and "Traceback" not in r.stderr
