@@ -5,6 +5,7 @@
     python benchmarks/population.py --quick         # K=16, < 60 s
     python benchmarks/population.py --sweep         # per-model cost by chunk size and path (bmm/grouped vs vmap)
     python benchmarks/population.py --full          # a real 512-model digits population: wall time, peak RSS
+    python benchmarks/population.py --model cnn --data fashion --interleave 6   # paired rounds: robust to a noisy machine
 
 The data is the digits preset's retain set (make_splits(load_source("digits"), preset.forget, seed=0)).
 --model cnn trains the fashion preset's CNN (width 16) with its recipe (10 epochs, lr 2e-3) on that 8x8 data;
@@ -107,6 +108,35 @@ def compare(preset, s, k: int, n_single: int) -> dict:
             "test_prediction_agreement": agree}
 
 
+def interleaved(preset, s, rounds: int, n_single: int, chunk=None) -> dict:
+    """Paired rounds: one stacked chunk and `n_single` one-at-a-time models back to back, the order alternating,
+    so a slow spell of the machine (measured: 1.4x one run, 0.84x the next, same command) hits both paths."""
+    chunk = chunk or _CHUNK[preset.model]
+    warm_up(preset, s)
+    ratios, per_b, per_s = [], [], []
+    for r in range(rounds):
+        seeds = list(range(r * chunk, (r + 1) * chunk))
+        def run_batched():
+            t = time.perf_counter(); batched(preset, s, seeds, chunk); return (time.perf_counter() - t) / chunk
+        def run_single():
+            t = time.perf_counter()
+            for seed in seeds[:n_single]:
+                single(preset, s, seed)
+            return (time.perf_counter() - t) / n_single
+        if r % 2:
+            sg, bt = run_single(), run_batched()
+        else:
+            bt, sg = run_batched(), run_single()
+        per_b.append(bt); per_s.append(sg); ratios.append(sg / bt)
+        print(f"round {r}: one at a time {sg * 1e3:.0f} ms/model, stacked {bt * 1e3:.0f} ms/model: {sg / bt:.2f}x",
+              flush=True)
+    return {"speedup_median": round(statistics.median(ratios), 2), "speedup_min": round(min(ratios), 2),
+            "speedup_max": round(max(ratios), 2), "rounds": rounds, "chunk": chunk, "n_single": n_single,
+            "seconds_per_model_single": round(statistics.median(per_s), 4),
+            "seconds_per_model_batched": round(statistics.median(per_b), 4), "model": preset.model,
+            "examples": len(s.retain)}
+
+
 def sweep(preset, s) -> None:
     """Seconds per model (full recipe) by stack size K, for every exact path of the model type."""
     args = (preset.model_kwargs, s.in_shape, s.retain, preset.recipe, s.num_classes)
@@ -155,6 +185,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="K=16, 8 one-at-a-time runs (< 60 s)")
     ap.add_argument("--sweep", action="store_true", help="ms/model by stack size and path, short runs")
     ap.add_argument("--full", action="store_true", help="train a 512-model digits population batched")
+    ap.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                    help="paired rounds of one stacked chunk vs --single (default 4) one-at-a-time models")
     ap.add_argument("--chunk", type=int, default=None, help="models stacked at once (default: per model type)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
@@ -171,6 +203,9 @@ def main(argv=None) -> None:
         return
     if a.sweep:
         sweep(preset, s)
+        return
+    if a.interleave:
+        print(json.dumps(interleaved(preset, s, a.interleave, a.single or 4, a.chunk)))
         return
     k = 16 if a.quick else a.k
     n_single = a.single or (8 if a.quick else k)
