@@ -154,7 +154,8 @@ def data(preset: str = typer.Option("digits"), forget: Optional[str] = typer.Opt
     from .runner import RunConfig, prepare
     p, n, device, _, s = prepare(RunConfig(preset=preset, forget=forget, seed=seed, data=str(data) if data else None,
                                            methods=[], device="cpu"))
-    console.print(f"{p.name}: source {p.source}, model {p.model}, input {tuple(s.in_shape)}, {s.num_classes} classes", markup=False)
+    console.print(f"{p.name}: source {p.source}, model {p.model}, input {tuple(s.in_shape)}, "
+                  f"{s.num_classes} classes", markup=False)
     console.print(f"retain {len(s.retain)}, forget {len(s.forget)} ({forget or p.forget}), val {len(s.val)}, "
                   f"test {len(s.test)}", markup=False)
 
