@@ -40,6 +40,8 @@ def test_leaderboard_rows_and_files(smoke_run):
     by = {row["method"]: row for row in board["rows"]}
     assert set(by) == {"oracle", "finetune", "original"}
     assert (by["oracle"]["role"], by["original"]["role"]) == ("ceiling", "floor")
+    # the benchmark separates "retrained" from "not unlearned": measured 0.229 against 0.153 here (N = 6)
+    assert by["oracle"]["score"] > by["original"]["score"] + 0.03
     for row in board["rows"]:
         for k in ("forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc"):
             assert 0 <= row[k] <= 1, (k, row)
