@@ -20,8 +20,10 @@ from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The NeurIPS 2023 Machine Unlearning Challenge: benchmark, official metric, method zoo.")
-console = Console(width=None if sys.stdout.isatty() else 140)   # pipes and CI get full columns
-err = Console(stderr=True)
+# markup off: everything printed quotes user input, method names and commands verbatim (with markup on, rich
+# swallowed "[over budget]" from the piped table and "[tune]" from pip install 'obliviate[tune]'); style= colours
+console = Console(width=None if sys.stdout.isatty() else 140, markup=False)   # pipes and CI get full columns
+err = Console(stderr=True, markup=False)
 
 
 class RichProgress:
@@ -29,11 +31,11 @@ class RichProgress:
         self.p = None
 
     def note(self, text):
-        console.print(Text(text, style="dim"))
+        console.print(text, style="dim")
 
     def start(self, total, what):
         if total == 0:
-            console.print("[dim]everything is cached: nothing to compute[/dim]")
+            console.print("everything is cached: nothing to compute", style="dim")
             return
         self.p = Progress(TextColumn("{task.description:<22}", markup=False), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
@@ -66,8 +68,7 @@ def leaderboard_table(board: dict) -> Table:
         t.add_column(c, justify="left" if c == "method" else "right")
     for r in board["rows"]:
         style = {"ceiling": "green", "floor": "red"}.get(r["role"], "yellow" if r.get("over_budget") else None)
-        # Text, not a str: rich would swallow "[over budget]" as markup (it did: piped output lost the flag)
-        t.add_row(Text(row_label(r)), *[fmt(c, r[c]) for c in COLUMNS[1:]], style=style)
+        t.add_row(row_label(r), *[fmt(c, r[c]) for c in COLUMNS[1:]], style=style)
     return t
 
 
@@ -101,7 +102,7 @@ def run(preset: str = typer.Option("digits", help="smoke | digits | fashion | ci
     if not quiet:
         console.print(leaderboard_table(board))
         console.print(f"wrote {out_dir}/leaderboard.json, leaderboard.md"
-                      + (", report.html" if (out_dir / "report.html").exists() else ""), markup=False)
+                      + (", report.html" if (out_dir / "report.html").exists() else ""))
 
 
 @app.command()
@@ -122,16 +123,16 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
                     data=str(data) if data else None, quiet=True, budget=budget)
     show = None if quiet else (lambda i, hp, row: console.print(
         f"trial {i}: score {row['score']:.4f} cost {row['cost']:.3f}{' [over budget]' if row['over_budget'] else ''}  "
-        + ", ".join(f"{k}={v:.4g}" for k, v in hp.items()), markup=False))
+        + ", ".join(f"{k}={v:.4g}" for k, v in hp.items())))
     res = run_tune(cfg, method, trials, name, parse_hp(space), on_trial=show)
     if not res["within_budget"]:
-        console.print(f"[yellow]no trial fit the budget of {budget}: saving the cheapest (cost {res['cost']:.3f}); "
-                      f"widen --space towards fewer epochs or pass a larger --budget.[/yellow]")
+        console.print(f"no trial fit the budget of {budget}: saving the cheapest (cost {res['cost']:.3f}); "
+                      f"widen --space towards fewer epochs or pass a larger --budget.", style="yellow")
     console.print(f"best score {res['score']:.4f} at cost {res['cost']:.3f} (published defaults: "
                   f"{res['default_score']:.4f} at cost {res['default_cost']:.3f}) with "
-                  + ", ".join(f"{k}={v:.4g}" for k, v in res["best"].items()), markup=False)
+                  + ", ".join(f"{k}={v:.4g}" for k, v in res["best"].items()))
     console.print(f"saved to {res['path']}: use it with `obliviate run --preset {preset} --method {method} "
-                  f"--hp-preset {name}`", markup=False)
+                  f"--hp-preset {name}`")
 
 
 @app.command()
@@ -142,8 +143,7 @@ def methods():
     t.add_column("name"); t.add_column("hyperparameters (defaults)"); t.add_column("source")
     for name in sorted(METHODS):
         m = METHODS[name]
-        t.add_row(Text(name), Text(", ".join(f"{k}={v}" for k, v in m.defaults.items())),
-                  Text(m.doc.splitlines()[0] if m.doc else ""))
+        t.add_row(name, ", ".join(f"{k}={v}" for k, v in m.defaults.items()), m.doc.splitlines()[0] if m.doc else "")
     console.print(t)
 
 
@@ -155,9 +155,9 @@ def data(preset: str = typer.Option("digits"), forget: Optional[str] = typer.Opt
     p, n, device, _, s = prepare(RunConfig(preset=preset, forget=forget, seed=seed, data=str(data) if data else None,
                                            methods=[], device="cpu"))
     console.print(f"{p.name}: source {p.source}, model {p.model}, input {tuple(s.in_shape)}, "
-                  f"{s.num_classes} classes", markup=False)
+                  f"{s.num_classes} classes")
     console.print(f"retain {len(s.retain)}, forget {len(s.forget)} ({forget or p.forget}), val {len(s.val)}, "
-                  f"test {len(s.test)}", markup=False)
+                  f"test {len(s.test)}")
 
 
 @app.command()
@@ -165,7 +165,7 @@ def report(run_dir: Path):
     """Write RUN_DIR/report.html and report.md from a finished run."""
     from .report import write_report
     html, md = write_report(run_dir)
-    console.print(f"wrote {html} and {md}", markup=False)
+    console.print(f"wrote {html} and {md}")
 
 
 @app.command()
@@ -183,7 +183,6 @@ def main():
     except UserError as e:
         if os.environ.get("OBLIVIATE_DEBUG"):
             raise
-        # Text, not markup: messages quote user input and commands like pip install 'obliviate[tune]'
         err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:

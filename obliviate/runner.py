@@ -106,7 +106,7 @@ def member_seed(seed: int, tag: str, i: int) -> int:
 
 # --- what one job does (runs in the driver or in a worker) -----------------------------------------------
 _DEVICE_SPLITS: dict = {}
-_WARM: set = set()          # (preset, device) pairs this process has warmed up before timing unlearning runs
+_WARM: set = set()          # (preset, device) pairs this process has warmed up (ensure_warm)
 
 
 def _splits_on(ctx: Context, device: torch.device) -> Splits:
@@ -293,7 +293,7 @@ WARMUP_BATCHES = 8   # measured: a digits MLP's first training in a fresh proces
 
 
 def warm_up(preset: Preset, splits: Splits) -> None:
-    """Train a throwaway model on a few batches so the timed original (the cost unit) pays no start-up costs."""
+    """Train a throwaway model on a few batches so the next timed run pays no start-up costs."""
     n = min(len(splits.retain), preset.recipe.batch_size * WARMUP_BATCHES)
     model = build_model(preset.model, splits.in_shape, splits.num_classes, seed=0, **preset.model_kwargs)
     rng = torch.get_rng_state()

@@ -100,9 +100,10 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
         row = next(r for r in board["rows"] if r["role"] == "method")
         trial.set_user_attr("score", row["score"])
         trial.set_user_attr("cost", row["cost"])
+        trial.set_user_attr("over_budget", row["over_budget"])       # the runner's verdict against cfg.budget
         if on_trial:
             on_trial(trial.number, hp, row)
-        return row["score"] if row["cost"] <= cfg.budget else cfg.budget - row["cost"]
+        return cfg.budget - row["cost"] if row["over_budget"] else row["score"]
 
     study.optimize(objective, n_trials=trials)
     bt, t0 = study.best_trial, study.trials[0]
@@ -112,6 +113,6 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
     saved.setdefault(cfg.preset, {})[method] = best
     atomic_write_text(path, json.dumps(saved, indent=2, sort_keys=True))
     return {"method": method, "best": best, "score": bt.user_attrs["score"], "cost": bt.user_attrs["cost"],
-            "within_budget": bt.user_attrs["cost"] <= cfg.budget, "budget": cfg.budget, "path": str(path),
+            "within_budget": not bt.user_attrs["over_budget"], "budget": cfg.budget, "path": str(path),
             "default_score": t0.user_attrs["score"], "default_cost": t0.user_attrs["cost"],
             "trials": len(study.trials)}

@@ -54,7 +54,6 @@ def compare_runs(run_dirs, metrics=None, markdown: bool = False) -> str:
         return "\n".join(lines) + "\n"
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
     table = Table(title="obliviate: runs compared", title_justify="left")
     table.add_column("run")
     table.add_column("method")
@@ -65,8 +64,8 @@ def compare_runs(run_dirs, metrics=None, markdown: bool = False) -> str:
         if prev is not None and cells[0] != prev:
             table.add_section()
         prev = cells[0]
-        table.add_row(*(Text(c) for c in cells))      # Text: "[over budget]" is not markup
+        table.add_row(*cells)
     buf = io.StringIO()
     Console(file=buf, width=max(100, 24 * (len(metrics) + 2)), color_system=None, force_terminal=False,
-            legacy_windows=False).print(table)
+            legacy_windows=False, markup=False).print(table)          # markup off: "[over budget]" is text
     return buf.getvalue()
