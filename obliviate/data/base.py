@@ -2,13 +2,29 @@
 
 A source yields a `RawData`: images as float32 tensors already scaled to [0, 1] ([n, C, H, W] or [n, D]),
 integer labels, optional identity groups (-1 where unknown) and an optional predefined split
-("train"/"test"). Everything downstream works on tensors; there is no torch Dataset/DataLoader in the hot
-path (a run trains thousands of small models, and DataLoader start-up would dominate).
+("train"/"test"). Everything downstream works on tensors; there is no torch DataLoader in the hot path (a run
+trains thousands of small models, and DataLoader start-up would dominate).
+
+The loaders a method receives serve the challenge's harness (DESIGN.md, "The harness") in both styles real
+submissions were written in:
+
+* a batch is a `Batch`: a 2-tuple `(inputs, targets)` (the starting kit's `for inputs, targets in loader`)
+  that also answers to the Kaggle notebook's keys, `batch["image"]`, `batch["age_group"]` (the label),
+  `batch["person_id"]` (the identity group the splits carry: a real identity, or a pseudo-identity for
+  sources without one; -1 where unknown), `batch["image_id"]` (the row's index in the source) and
+  `batch["age"]` (no source here records an age: it is the label, as `age_group`). The keys cost nothing
+  until read: a batch holds the two index-selected tensors, and the others are selected on access.
+* `loader.dataset` is a real `torch.utils.data.Dataset` of dict examples, so a submission's own
+  `DataLoader(loader.dataset, batch_size=256, shuffle=True)` or `Subset(loader.dataset, idx)` gives the same
+  dict batches as on Kaggle (default collation). Such a DataLoader draws its order from torch's global RNG,
+  which `protocol.unlearn_once` seeds per run, so those runs are reproducible too.
+* a last batch that would hold one example is folded into the batch before it (one batch of
+  `batch_size + 1`): BatchNorm in train mode cannot normalise a batch of one, and every example is still seen
+  every epoch. `len(loader)` counts the batches so.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,22 +51,123 @@ class RawData:
 
 @dataclass
 class TensorSet:
-    """A labelled subset: x, y (and the index of each row in the source, for bookkeeping)."""
+    """A labelled subset: x, y, and per row its index in the source (`ids`) and identity group (`groups`,
+    -1 = unknown). `ids`/`groups` are bookkeeping for the challenge's `image_id`/`person_id` keys; None
+    reads as "unknown" (-1)."""
     x: torch.Tensor
     y: torch.Tensor
+    ids: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def to(self, device) -> "TensorSet":
-        return TensorSet(self.x.to(device), self.y.to(device))
+        move = lambda t: None if t is None else t.to(device)
+        return TensorSet(self.x.to(device), self.y.to(device), move(self.ids), move(self.groups))
+
+    def column(self, key: str, idx=None) -> torch.Tensor:
+        """One of the challenge's example fields, for rows `idx` (all rows when None)."""
+        if key == "image":
+            t = self.x
+        elif key in ("age_group", "age"):       # no source records an age: the label stands in
+            t = self.y
+        elif key in ("image_id", "person_id"):
+            t = self.ids if key == "image_id" else self.groups
+            if t is None:
+                t = torch.full_like(self.y, -1)
+        else:
+            raise KeyError(f"{key!r}: a batch has the keys {', '.join(KEYS)} (or unpack it: inputs, targets = batch)")
+        return t if idx is None else t[idx]
+
+
+KEYS = ("image", "image_id", "age_group", "age", "person_id")   # the Kaggle dataset's example fields
+
+
+class Batch(tuple):
+    """`(inputs, targets)` that is also the Kaggle notebook's dict batch: `inputs, targets = batch` and
+    `batch["image"]`, `batch["age_group"]`, ... both work. The two tensors are the index selections a plain
+    tuple batch would hold; the other keys are selected from the source rows only when read."""
+
+    def __new__(cls, x, y, data: TensorSet | None = None, idx=None):
+        b = tuple.__new__(cls, (x, y))
+        b._data, b._idx = data, idx
+        return b
+
+    def __getitem__(self, key):
+        if not isinstance(key, str):
+            return tuple.__getitem__(self, key)
+        if key == "image":
+            return tuple.__getitem__(self, 0)
+        if key in ("age_group", "age"):
+            return tuple.__getitem__(self, 1)
+        if self._data is None:
+            if key in KEYS:
+                return torch.full_like(tuple.__getitem__(self, 1), -1)
+            raise KeyError(f"{key!r}: a batch has the keys {', '.join(KEYS)}")
+        return self._data.column(key, self._idx)
+
+    def __contains__(self, key):
+        return key in KEYS if isinstance(key, str) else tuple.__contains__(self, key)
+
+    def keys(self):
+        return list(KEYS)
+
+    def values(self):
+        return [self[k] for k in KEYS]
+
+    def items(self):
+        return [(k, self[k]) for k in KEYS]
+
+    def get(self, key, default=None):
+        return self[key] if key in KEYS else default
+
+    def __reduce__(self):           # a plain (inputs, targets) tuple when pickled (e.g. by a user's code)
+        return (tuple, (tuple(self),))
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    """A split as the challenge's Dataset: `ds[i]` is the dict {"image", "image_id", "age_group", "age",
+    "person_id"} (0-dim tensors beside the image, on the data's device), so torch's default collation turns
+    a DataLoader's batch into the Kaggle notebook's dict of stacked tensors."""
+
+    def __init__(self, data: TensorSet):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i) -> dict:
+        if isinstance(i, torch.Tensor):
+            i = int(i)
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError(f"dataset indices must be integers, not {type(i).__name__}")
+        n = len(self.data)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for a dataset of {n} examples")
+        return {k: self.data.column(k)[i] for k in KEYS}
+
+    @property
+    def targets(self) -> list:   # torchvision datasets expose labels so; some submissions read it
+        return self.data.y.tolist()
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, stop) of each batch over n shuffled rows: `batch_size` rows each, the rest in the last, except
+    that a last batch of ONE row joins the batch before it (BatchNorm in train mode cannot take a batch of
+    one; every row is still seen). Shared by every loop that batches data (training, populations, loaders)."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
 
 class TensorLoader:
-    """A challenge-style loader: iterating yields (inputs, targets) batches, `len()` is the batch count.
+    """A challenge-style loader: iterating yields `Batch`es ((inputs, targets), also string-indexable);
+    `len()` is the batch count; `.dataset` is the split as a torch Dataset of dict examples; `.batch_size`.
 
     Shuffles with its own torch.Generator, so two loaders seeded alike give the same order and a method's
-    data order is part of its seed. Data already lives on the target device; batches are index views.
+    data order is part of its seed. Data already lives on the target device; batches are index selections.
     """
 
     def __init__(self, data: TensorSet, batch_size: int = 64, shuffle: bool = True,
@@ -59,15 +176,16 @@ class TensorLoader:
             raise ValueError("a loader needs at least one example")
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.dataset = data  # starting-kit code sometimes reads loader.dataset
+        self.dataset = ExampleDataset(data)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        return len(batch_bounds(len(self.data), self.batch_size))
 
     def __iter__(self):
         n = len(self.data)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.data.y.device)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size]
-            yield self.data.x[idx], self.data.y[idx]
+        x, y = self.data.x, self.data.y
+        for a, b in batch_bounds(n, self.batch_size):
+            idx = order[a:b]
+            yield Batch(x[idx], y[idx], self.data, idx)

@@ -31,7 +31,9 @@ class Splits:
 
     @property
     def train(self) -> TensorSet:
-        return TensorSet(torch.cat([self.retain.x, self.forget.x]), torch.cat([self.retain.y, self.forget.y]))
+        cat = lambda a, b: None if a is None or b is None else torch.cat([a, b])
+        r, f = self.retain, self.forget
+        return TensorSet(torch.cat([r.x, f.x]), torch.cat([r.y, f.y]), cat(r.ids, f.ids), cat(r.groups, f.groups))
 
     @property
     def in_shape(self) -> tuple:
@@ -97,8 +99,13 @@ def _rng(*parts) -> np.random.Generator:
 
 
 def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, max_train: int | None = None,
-                role: str = "eval") -> Splits:
-    """Split `raw` into retain/forget/val/test. `role="tune"` picks forget groups disjoint from "eval"'s."""
+                role: str = "eval", pixel_scale: float = 1.0) -> Splits:
+    """Split `raw` into retain/forget/val/test. `role="tune"` picks forget groups disjoint from "eval"'s.
+    `pixel_scale` multiplies every split's (standardised) inputs: 255 serves the challenge's magnitude, so a
+    submission written for 0-255 images runs as written, and every model trains and is scored on that scale."""
+    if not (isinstance(pixel_scale, (int, float)) and math.isfinite(pixel_scale) and pixel_scale > 0):
+        raise UserError(f"pixel scale {pixel_scale!r} must be a positive number: 1 (the default) or 255 for "
+                        f"the challenge's 0-255 magnitude.")
     kind, value = parse_forget(forget)
     n = len(raw.y)
     rng = _rng("split", raw.name, seed)
@@ -162,13 +169,18 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
     xtr = x[train_idx]
     dims = [0] + list(range(2, x.dim()))
     mean, std = xtr.mean(dims, keepdim=True), xtr.std(dims, keepdim=True).clamp(min=1e-6)
+    if pixel_scale != 1:
+        std = std / pixel_scale
+    person = raw.groups.clone()                      # identity per source row; train rows: the groups used above
+    person[torch.as_tensor(train_idx, dtype=torch.long)] = torch.as_tensor(groups, dtype=torch.long)
     def take(idx):
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return TensorSet(((x[idx] - mean) / std).contiguous(), y[idx].clone())
+        return TensorSet(((x[idx] - mean) / std).contiguous(), y[idx].clone(), idx.clone(), person[idx].clone())
 
     fp = raw.fingerprint()
-    key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role)).encode()).hexdigest()[:16]
-    train_key = hashlib.sha256(repr((fp, seed, max_train)).encode()).hexdigest()[:16]
+    scale = () if pixel_scale == 1 else (float(pixel_scale),)   # 1: the keys cached before the option existed
+    key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role) + scale).encode()).hexdigest()[:16]
+    train_key = hashlib.sha256(repr((fp, seed, max_train) + scale).encode()).hexdigest()[:16]
     return Splits(retain=take(train_idx[~in_forget]), forget=take(train_idx[in_forget]), val=take(val_idx),
                   test=take(test_idx), num_classes=raw.num_classes, forget_groups=forget_groups, key=key,
                   train_key=train_key)
