@@ -4,6 +4,12 @@ The challenge's forget set is *all images of a few identities* (about 2% of trai
 identities get deterministic pseudo-identities: each class is split recursively at the median of its
 first principal component until groups hold at most `group_size` examples, so one group is a tight
 cluster of look-alike examples of one class, as one person's photos are.
+
+The challenge's forget set was 15 people all in the two youngest, heavily imbalanced age classes. Two
+options rebuild that on any data: `groups:K@rare` draws the K identities from the two classes with the
+fewest training examples (`@rareM`: the M rarest), and `imbalance=R` (a preset field) keeps a fraction
+R**(-(C-1-c)/(C-1)) of class c's examples in train, val and test alike, so class 0 is the rarest (1/R of
+class C-1), as the youngest age groups were.
 """
 from __future__ import annotations
 
@@ -76,7 +82,22 @@ def pseudo_identities(x: np.ndarray, y: np.ndarray, group_size: int) -> np.ndarr
     return groups
 
 
+def forget_rarity(spec: str) -> tuple[str, int]:
+    """'groups:15@rare' -> ('groups:15', 2) (the challenge: the two rarest classes); '@rare3' -> 3; none -> 0."""
+    base, at, suffix = spec.partition("@")
+    if not at:
+        return spec, 0
+    digits = suffix[len("rare"):]
+    if not suffix.startswith("rare") or not (digits == "" or (digits.isdigit() and int(digits) >= 1)):
+        raise UserError(f"forget spec {spec!r} is not understood: the only suffix is @rare or @rareM "
+                        f"(identities from the M rarest classes, e.g. groups:15@rare).")
+    if not base.startswith("groups:"):
+        raise UserError(f"forget spec {spec!r} puts @rare on a non-identity forget set: use it with groups:K.")
+    return base, int(digits or 2)
+
+
 def parse_forget(spec: str) -> tuple[str, float]:
+    spec = forget_rarity(spec)[0]
     kind, _, arg = spec.partition(":")
     try:
         value = float(arg)
@@ -98,15 +119,31 @@ def _rng(*parts) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def imbalanced(idx: np.ndarray, y: np.ndarray, num_classes: int, ratio: float, rng) -> np.ndarray:
+    """The rows of `idx` kept when class c keeps ratio**(-(C-1-c)/(C-1)) of its examples (order preserved)."""
+    if ratio == 1 or num_classes < 2:
+        return idx
+    keep = np.zeros(len(idx), bool)
+    yy = y[idx]
+    for c in range(num_classes):
+        pos = np.flatnonzero(yy == c)
+        k = max(1, int(round(len(pos) * ratio ** (-(num_classes - 1 - c) / (num_classes - 1))))) if len(pos) else 0
+        keep[rng.permutation(pos)[:k]] = True
+    return idx[keep]
+
+
 def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, max_train: int | None = None,
-                role: str = "eval", pixel_scale: float = 1.0) -> Splits:
+                role: str = "eval", pixel_scale: float = 1.0, imbalance: float = 1.0) -> Splits:
     """Split `raw` into retain/forget/val/test. `role="tune"` picks forget groups disjoint from "eval"'s.
     `pixel_scale` multiplies every split's (standardised) inputs: 255 serves the challenge's magnitude, so a
     submission written for 0-255 images runs as written, and every model trains and is scored on that scale."""
     if not (isinstance(pixel_scale, (int, float)) and math.isfinite(pixel_scale) and pixel_scale > 0):
         raise UserError(f"pixel scale {pixel_scale!r} must be a positive number: 1 (the default) or 255 for "
                         f"the challenge's 0-255 magnitude.")
+    if not (isinstance(imbalance, (int, float)) and math.isfinite(imbalance) and imbalance >= 1):
+        raise UserError(f"imbalance {imbalance!r} is not valid: use a ratio >= 1 (1 keeps the data's class sizes).")
     kind, value = parse_forget(forget)
+    rare = forget_rarity(forget)[1]
     n = len(raw.y)
     rng = _rng("split", raw.name, seed)
     if raw.is_test is not None:                      # the source's own test split; val carved from train
@@ -118,6 +155,11 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
         perm = rng.permutation(n)
         n_test = n_val = max(1, n // 10)
         test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    if imbalance != 1:                               # before max_train, so a subsample keeps the class ratios
+        ynp = raw.y.numpy()
+        train_idx, val_idx, test_idx = (imbalanced(i, ynp, raw.num_classes, imbalance, _rng("imbalance", raw.name,
+                                        seed, part)) for part, i in (("train", train_idx), ("val", val_idx),
+                                                                     ("test", test_idx)))
     if max_train is not None and len(train_idx) > max_train:
         # a subsampled benchmark keeps 80/10/10 proportions: val and test shrink with train (each at most
         # max_train // 8), so per-model evaluation and the methods that read val scale with the preset
@@ -141,14 +183,19 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
     if kind == "groups":
         k = int(value)
         ids = np.unique(groups)
+        if rare:                                     # identities wholly inside the `rare` smallest classes
+            counts = np.bincount(ytr, minlength=raw.num_classes)
+            rare_classes = np.argsort(counts, kind="stable")[:rare]
+            ids = np.setdiff1d(ids, np.unique(groups[~np.isin(ytr, rare_classes)]))
         eval_pick = _rng("forget", raw.name, seed, "eval").permutation(ids)
         if role == "eval":
             chosen = eval_pick[:k]
         else:                                        # tuning set: other identities of the same data
             chosen = _rng("forget", raw.name, seed, role).permutation(eval_pick[k:])[:k]
         if len(chosen) < k:
-            raise UserError(f"forget spec groups:{k} asks for more identities than the {len(ids)} the training "
-                            f"set has{' (beside the evaluation ones)' if role != 'eval' else ''}: use a smaller K.")
+            raise UserError(f"forget spec {forget} asks for more identities than the {len(ids)} the training "
+                            f"set has{f' in its {rare} rarest classes' if rare else ''}"
+                            f"{' (beside the evaluation ones)' if role != 'eval' else ''}: use a smaller K.")
         forget_groups = sorted(int(g) for g in chosen)
         in_forget = np.isin(groups, chosen)
     elif kind == "random":
@@ -179,6 +226,7 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
 
     fp = raw.fingerprint()
     scale = () if pixel_scale == 1 else (float(pixel_scale),)   # 1: the keys cached before the option existed
+    scale += () if imbalance == 1 else (("imbalance", float(imbalance)),)   # likewise
     key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role) + scale).encode()).hexdigest()[:16]
     train_key = hashlib.sha256(repr((fp, seed, max_train) + scale).encode()).hexdigest()[:16]
     return Splits(retain=take(train_idx[~in_forget]), forget=take(train_idx[in_forget]), val=take(val_idx),
