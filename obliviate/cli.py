@@ -62,7 +62,7 @@ def parse_hp(items) -> dict:
 
 
 def leaderboard_table(board: dict) -> Table:
-    from .runner import COLUMNS, fmt, row_label
+    from .write import COLUMNS, fmt, row_label
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}")
     for c in COLUMNS:
         t.add_column(c, justify="left" if c == "method" else "right")

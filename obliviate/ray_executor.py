@@ -18,7 +18,7 @@ TASKS_PER_GPU = 4                     # a GPU task asks for 1/4 of a GPU: small 
 
 def _task(ctx, job, threads):
     import torch
-    from .runner import run_job_safe
+    from .execute import run_job_safe
     torch.set_num_threads(threads)
     return run_job_safe(ctx, job)
 

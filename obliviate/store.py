@@ -19,6 +19,14 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .errors import UserError
+
+
+def default_cache() -> Path:
+    """`OBLIVIATE_CACHE`, else `$XDG_CACHE_HOME/obliviate`, else `~/.cache/obliviate`."""
+    return Path(os.environ.get("OBLIVIATE_CACHE") or
+                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "obliviate")
+
 
 def content_key(obj) -> str:
     """Stable hash of a JSON-able description (sorted keys; tuples and lists alike)."""
@@ -98,3 +106,26 @@ class Store:
         except Exception:          # truncated or foreign file: drop it and recompute
             p.unlink(missing_ok=True)
             return None
+
+    # hyperparameter presets (`obliviate tune` saves, `run --hp-preset` reads) ---------------------------
+    # <root>/hp-presets/<name>.json = {preset: {method: {hyperparameter: value}}}
+    def hp_preset_path(self, name: str) -> Path:
+        return self.root / "hp-presets" / f"{name}.json"
+
+    def load_hp_preset(self, name: str, preset: str) -> dict:
+        """{method: {hyperparameter: value}} saved under `name` for `preset` ({} when that preset has none)."""
+        p = self.hp_preset_path(name)
+        if not p.exists():
+            raise UserError(f"hyperparameter preset {name!r} not found at {p}: create it with "
+                            f"`obliviate tune --method M --name {name}`.")
+        try:
+            return json.loads(p.read_text()).get(preset, {})
+        except json.JSONDecodeError:
+            raise UserError(f"hyperparameter preset file {p} is not valid JSON: delete it and tune again.") from None
+
+    def save_hp_preset(self, name: str, preset: str, method: str, values: dict) -> Path:
+        p = self.hp_preset_path(name)
+        saved = json.loads(p.read_text()) if p.exists() else {}
+        saved.setdefault(preset, {})[method] = values
+        atomic_write_text(p, json.dumps(saved, indent=2, sort_keys=True))
+        return p

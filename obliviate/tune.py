@@ -19,15 +19,14 @@ Measured on `digits`: tuning reset_distill on the score alone chose values at co
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from .errors import UserError
 from .methods import get_method
-from .runner import RunConfig, default_cache, prepare, run
-from .store import atomic_write_text
+from .runner import RunConfig, prepare, run
+from .store import Store, default_cache
 
 FIXED = ("momentum", "batch_size", "bs")
 
@@ -52,21 +51,6 @@ def search_space(defaults: dict, overrides: dict | None = None) -> dict:
         kind = "int" if isinstance(defaults[k], int) and not isinstance(defaults[k], bool) else "float"
         space[k] = (kind, lo, hi)
     return space
-
-
-def hp_preset_path(cache, name: str) -> Path:
-    return Path(cache or default_cache()) / "hp-presets" / f"{name}.json"
-
-
-def load_hp_preset(cache, name: str, preset: str) -> dict:
-    p = hp_preset_path(cache, name)
-    if not p.exists():
-        raise UserError(f"hyperparameter preset {name!r} not found at {p}: create it with "
-                        f"`obliviate tune --method M --name {name}`.")
-    try:
-        return json.loads(p.read_text()).get(preset, {})
-    except json.JSONDecodeError:
-        raise UserError(f"hyperparameter preset file {p} is not valid JSON: delete it and tune again.") from None
 
 
 def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_overrides: dict | None = None,
@@ -108,10 +92,7 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
     study.optimize(objective, n_trials=trials)
     bt, t0 = study.best_trial, study.trials[0]
     best = {k: v for k, v in bt.params.items() if k in space}
-    path = hp_preset_path(cfg.cache, name)
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    saved.setdefault(cfg.preset, {})[method] = best
-    atomic_write_text(path, json.dumps(saved, indent=2, sort_keys=True))
+    path = Store(cfg.cache or default_cache()).save_hp_preset(name, cfg.preset, method, best)
     return {"method": method, "best": best, "score": bt.user_attrs["score"], "cost": bt.user_attrs["cost"],
             "within_budget": not bt.user_attrs["over_budget"], "budget": cfg.budget, "path": str(path),
             "default_score": t0.user_attrs["score"], "default_cost": t0.user_attrs["cost"],

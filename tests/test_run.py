@@ -58,7 +58,7 @@ def test_leaderboard_rows_and_files(smoke_run):
 
 def test_second_run_recomputes_nothing(smoke_run, monkeypatch, tmp_path):
     d, board, _ = smoke_run
-    import obliviate.runner as runner
+    import obliviate.execute as runner
     calls = []
     monkeypatch.setattr(runner, "run_job_safe", lambda ctx, job: calls.append(job) or {})
     again, _ = run(RunConfig(preset="smoke", n_models=6, cache=str(d / "cache"), out=str(tmp_path / "o"),
@@ -173,7 +173,7 @@ def test_local_worker_processes_match_one_process(tmp_path):
 
 def test_auto_workers_only_for_cpu_presets_with_enough_models():
     from obliviate.presets import PRESETS
-    from obliviate.runner import POOL_MIN_MODELS, Context, auto_workers
+    from obliviate.execute import POOL_MIN_MODELS, Context, auto_workers
     ctx = lambda p: Context(None, PRESETS[p], {}, "cpu")
     assert auto_workers(ctx("digits"), POOL_MIN_MODELS - 1, 100) == 1       # too little work to spawn
     assert auto_workers(ctx("cifar10"), 512, 100) == 1                      # multi-threaded preset: one process
@@ -189,7 +189,7 @@ def test_warm_up_leaves_the_global_rng_alone():
     import torch
     from obliviate.data import load_source, make_splits
     from obliviate.presets import PRESETS
-    from obliviate.runner import warm_up
+    from obliviate.execute import warm_up
     p = PRESETS["smoke"]
     s = make_splits(load_source(p.source), p.forget, 0, group_size=p.group_size)
     torch.manual_seed(123)
@@ -202,11 +202,12 @@ def test_warm_up_leaves_the_global_rng_alone():
 def test_each_process_warms_up_once_before_timing_unlearning(tmp_path, monkeypatch):
     # the cost column times training and unlearning runs; a fresh process's first run measured 1.1 s slower than
     # the rest (digits, 7 ms), so every process warms up once, before whichever timed run comes first
-    import obliviate.runner as runner
+    import obliviate.execute as runner
+    import obliviate.plan as plan
     calls = []
     real = runner.warm_up
     monkeypatch.setattr(runner, "warm_up", lambda p, s: (calls.append(p.name), real(p, s)))
-    monkeypatch.setattr(runner, "UNLEARN_CHUNK", 2)
+    monkeypatch.setattr(plan, "UNLEARN_CHUNK", 2)
     cfg = dict(preset="smoke", n_models=4, workers=1, cache=str(tmp_path / "c"), report=False, quiet=True)
     monkeypatch.setattr(runner, "_WARM", set())
     run(RunConfig(methods=["finetune", "neggrad"], out=str(tmp_path / "o1"), **cfg))

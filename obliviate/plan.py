@@ -1,0 +1,211 @@
+"""Stage 1 of a run, plan: what must exist, and the key each piece is stored under.
+
+    original      one model on the full train set (cached; every unlearning run starts from it)
+    retrained     N models on the retain set: the reference every row is scored against (shared, cached)
+    oracle        N more retrained models scored against `retrained`: the ceiling (a perfect unlearner)
+    original*     N models on the full train set scored against `retrained`: the floor (no unlearning)
+    <method>      N unlearning runs of the method from the one original, seeds from the run's seed
+
+`plan_run(cfg, store)` validates the config, loads the data, and returns a `Plan`: the populations, cut into
+jobs (chunks of members: the resume unit, one Ray task), each under a content key that covers everything
+that can change its result (data, forget split, seeds, model, recipe, device, the method, its
+hyperparameters and its code). Nothing here trains or evaluates a model: `execute` does that.
+
+    plan -> execute -> score -> write          (obliviate/runner.py composes them)
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import Splits, load_source, make_splits
+from .errors import UserError
+from .methods import get_method
+from .presets import Preset, get_preset
+from .store import Store, content_key
+from .training import resolve_device
+
+EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence definition changes
+UNLEARN_CHUNK = 16               # unlearning runs per job (resume granularity; one Ray task)
+TRAIN_CHUNK = {"mlp": 64, "cnn": 8}   # models per training job where the model trains batched (resume unit)
+ORIGINAL_TIMING = "warm-1"       # bump when how the original's training is timed changes (it is the cost unit)
+UNLEARN_TIMING = "warm-2"        # the same for unlearning runs' timing
+
+
+@dataclass
+class RunConfig:
+    preset: str = "digits"
+    methods: list = field(default_factory=lambda: ["finetune"])
+    forget: str | None = None
+    n_models: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    cache: str | None = None
+    data: str | None = None
+    quiet: bool = False
+    hp: dict = field(default_factory=dict)          # name=value or method.name=value overrides
+    executor: str = "local"
+    address: str | None = None
+    budget: float = 0.2                             # the challenge: ~20% of one retraining per run
+    report: bool = True
+    role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
+    hp_preset: str | None = None                    # a name saved by `obliviate tune`
+    workers: int | None = None                      # local executor processes (None: auto_workers)
+
+
+@dataclass
+class Population:
+    name: str                 # row name / file name
+    role: str                 # reference | ceiling | floor | method
+    kind: str                 # train | unlearn
+    tag: str                  # seed stream
+    on: str = "retain"        # training data for kind=train: retain | train
+    method: str | None = None
+    hparams: dict = field(default_factory=dict)
+    code: str = ""            # fingerprint of the code a method runs: editing it invalidates its cache
+
+
+@dataclass
+class Job:
+    pop: Population
+    seeds: list
+    key: str
+
+
+@dataclass
+class Plan:
+    cfg: RunConfig
+    preset: Preset
+    n: int                    # models per population
+    device: torch.device
+    splits: Splits
+    pops: list                # every Population: reference, ceiling, floor, then the methods
+    original_key: str
+    chunk_keys: dict          # population name -> [chunk key, ...] in member order
+    jobs: list                # the chunks not yet in the store
+    out: Path
+
+    @property
+    def model_spec(self) -> dict:
+        return model_spec(self.preset)
+
+
+def member_seed(seed: int, tag: str, i: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}/{i}".encode()).digest()[:7], "little")
+
+
+def model_spec(preset: Preset) -> dict:
+    return {"model": preset.model, "kwargs": preset.model_kwargs, "recipe": asdict(preset.recipe)}
+
+
+def code_fingerprint_of(method) -> str:
+    """Hash of the source file the method's function lives in (a user's file, or its obliviate module)."""
+    src = inspect.getsourcefile(method.fn) or ""
+    return hashlib.sha256(Path(src).read_bytes()).hexdigest()[:12] if src and Path(src).exists() else ""
+
+
+def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
+    """One Population per requested method: names expanded, hyperparameters resolved (tuned values, then
+    --hp overrides), and the code fingerprint that goes into every key."""
+    tuned = (store or Store(default_cache_path(cfg))).load_hp_preset(cfg.hp_preset, cfg.preset) if cfg.hp_preset else {}
+    names = []
+    for m in cfg.methods:
+        if m == "all":
+            from .methods import METHODS
+            names += sorted(METHODS)
+        else:
+            names += [x for x in m.split(",") if x] if ".py:" not in m else [m]
+    names = list(dict.fromkeys(names))
+    used, pops = set(), []
+    for name in names:
+        method = get_method(name)
+        mine = dict(tuned.get(name, {}))
+        for k, v in cfg.hp.items():
+            scope, _, hk = k.rpartition(".")
+            if (scope in ("", name)) and hk in method.defaults:
+                mine[hk] = v; used.add(k)
+        hp = method.resolve(mine)
+        pops.append(Population(method.name, "method", "unlearn", "unlearn", method=name, hparams=hp,
+                               code=code_fingerprint_of(method)))
+    unused = [k for k in cfg.hp if k not in used]
+    if unused:
+        raise UserError(f"--hp {unused[0]} matches no hyperparameter of the chosen methods: run "
+                        f"`obliviate methods` to see each method's hyperparameters.")
+    return pops
+
+
+def default_cache_path(cfg: RunConfig) -> Path:
+    from .store import default_cache
+    return Path(cfg.cache) if cfg.cache else default_cache()
+
+
+def train_chunk(preset: Preset) -> int:
+    """Models per training job: a batched chunk where the model trains batched, else one."""
+    from .population import population_supports_batching
+    return TRAIN_CHUNK.get(preset.model, 8) if population_supports_batching(preset.model) else 1
+
+
+def validate(cfg: RunConfig):
+    """Everything that can fail on bad input fails here, first, before any data is loaded or model trained."""
+    preset = get_preset(cfg.preset)
+    if preset.needs_path and not cfg.data:
+        raise UserError(f"preset {preset.name!r} needs its data: pass --data PATH.")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UserError(f"--workers {cfg.workers} must be at least 1 (or leave it out for one per core).")
+    if not cfg.budget > 0:                          # NaN fails this too
+        raise UserError(f"--budget {cfg.budget} must be a positive fraction of one retraining (the challenge: 0.2; "
+                        f"inf for no budget).")
+    n = cfg.n_models or preset.n_models
+    if n < 2:
+        raise UserError(f"--n-models {n} is too few: the metric compares populations of at least 2 models.")
+    return preset, n, resolve_device(cfg.device)
+
+
+def prepare(cfg: RunConfig):
+    """Validate, resolve the methods and load the splits: (preset, n, device, method populations, splits)."""
+    preset, n, device = validate(cfg)
+    pops = method_populations(cfg)
+    raw = load_source(preset.source, path=cfg.data, **preset.source_kwargs)
+    splits = make_splits(raw, cfg.forget or preset.forget, cfg.seed, group_size=preset.group_size,
+                         max_train=preset.max_train, role=cfg.role)
+    return preset, n, device, pops, splits
+
+
+def original_key(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.device) -> str:
+    return content_key({"original": splits.train_key, **model_spec(preset), "seed": cfg.seed, "device": device.type,
+                        "timing": ORIGINAL_TIMING})
+
+
+def base_populations() -> list:
+    return [Population("retrained", "reference", "train", "oracle"),
+            Population("oracle", "ceiling", "train", "oracle-b"),
+            Population("original", "floor", "train", "original", on="train")]
+
+
+def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
+    """The whole job graph and its keys; `jobs` holds only the chunks the store does not have yet."""
+    preset, n, device, method_pops, splits = prepare(cfg)
+    okey = original_key(cfg, preset, splits, device)
+    pops = base_populations() + method_pops
+    size_train = train_chunk(preset)
+    jobs, ckeys = [], {}
+    for pop in pops:
+        size = size_train if pop.kind == "train" else UNLEARN_CHUNK
+        ckeys[pop.name] = []
+        for start in range(0, n, size):
+            seeds = [member_seed(cfg.seed, pop.tag, i) for i in range(start, min(n, start + size))]
+            ident = {"eval": EVAL_VERSION, "splits": splits.key, "seeds": seeds, "device": device.type,
+                     **model_spec(preset)}
+            ident.update({"on": pop.on} if pop.kind == "train" else
+                         {"original": okey, "method": pop.method, "hp": pop.hparams, "code": pop.code,
+                          "timing": UNLEARN_TIMING})
+            key = content_key(ident)
+            ckeys[pop.name].append(key)
+            if not store.path("chunks", key, "npz").exists():
+                jobs.append(Job(pop, seeds, key))
+    return Plan(cfg, preset, n, device, splits, pops, okey, ckeys, jobs, out)

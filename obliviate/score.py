@@ -1,0 +1,74 @@
+"""Stage 3 of a run, score: the populations' evaluations -> leaderboard rows -> the board (leaderboard.json).
+
+Every row is scored against the `retrained` population (the reference): the official forgetting quality F
+(per-example epsilons, points), the final challenge score, accuracies, cost in retrainings (mean unlearning
+time / one retraining) and the extra metrics (MIA, KS, KL). The ceiling (`oracle`, a second retrained
+population) costs 1 by definition and the floor (`original`, no unlearning) 0.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import platform
+import time
+
+import numpy as np
+import torch
+
+from . import __version__
+from .metrics import challenge_score, example_epsilons, points
+from .plan import Plan
+
+ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
+
+
+def score_rows(plan: Plan, populations: dict, retrain_seconds: float) -> list[dict]:
+    """One row per population but the reference, ordered: ceiling, methods by score, floor."""
+    ref, budget = populations["retrained"], plan.cfg.budget
+    rows = []
+    for pop in plan.pops:
+        if pop.role == "reference":
+            continue
+        u = populations[pop.name]
+        eps = example_epsilons(u["conf"], ref["conf"])
+        fq = float(points(eps, len(ref["conf"])).mean())
+        cost = {"ceiling": 1.0, "floor": 0.0}.get(pop.role, float(u["seconds"].mean() / retrain_seconds))
+        row = {"method": pop.name, "role": pop.role, "forgetting_quality": fq,
+               "score": challenge_score(fq, u["retain_acc"], ref["retain_acc"], u["test_acc"], ref["test_acc"]),
+               "retain_acc": float(u["retain_acc"].mean()), "test_acc": float(u["test_acc"].mean()),
+               "forget_acc": float(u["forget_acc"].mean()), "cost": cost, "n_models": plan.n,
+               "seconds": float(u["seconds"].sum()), "over_budget": pop.role == "method" and cost > budget,
+               "hparams": pop.hparams, "population": f"populations/{pop.name}.npz"}
+        row.update(_extra_metrics(u, ref))
+        rows.append(row)
+    rows.sort(key=lambda r: (ROLE_ORDER[r["role"]], -r["score"]))
+    return rows
+
+
+def _extra_metrics(u, ref) -> dict:
+    try:
+        from .metrics.extra import extra_metrics
+    except ModuleNotFoundError:
+        return {}
+    return extra_metrics(u, ref)
+
+
+def versions() -> dict:
+    import numpy, safetensors
+    return {"obliviate": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "safetensors": safetensors.__version__, "python": platform.python_version()}
+
+
+def score(plan: Plan, populations: dict, retrain_seconds: float, workers: int, t_start: float) -> dict:
+    """The board: the run's identity (preset record included), sizes, timing, versions and the rows."""
+    cfg, splits = plan.cfg, plan.splits
+    return {"run": plan.out.name, "preset": plan.preset.name, "n_models": plan.n, "seed": cfg.seed,
+            "forget": cfg.forget or plan.preset.forget,
+            "budget": cfg.budget if math.isfinite(cfg.budget) else None,          # --budget inf: no budget
+            "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "device": plan.device.type, "executor": cfg.executor, "workers": workers,
+            "retrain_seconds": retrain_seconds,
+            "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
+            "hp_preset": cfg.hp_preset, "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
+            "preset_record": plan.preset.describe(),
+            "rows": score_rows(plan, populations, retrain_seconds)}
