@@ -172,7 +172,7 @@ def prepare(cfg: RunConfig):
     pops = method_populations(cfg)
     raw = load_source(preset.source, path=cfg.data, **preset.source_kwargs)
     splits = make_splits(raw, cfg.forget or preset.forget, cfg.seed, group_size=preset.group_size,
-                         max_train=preset.max_train, role=cfg.role)
+                         max_train=preset.max_train, role=cfg.role, imbalance=preset.imbalance)
     return preset, n, device, pops, splits
 
 
