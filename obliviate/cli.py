@@ -91,13 +91,16 @@ def run(preset: str = typer.Option("digits", help="smoke | digits | fashion | ci
         budget: float = typer.Option(0.2, help="compute budget per unlearning run, as a fraction of one retraining"),
         hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="hyperparameters saved by `tune`"),
         report: bool = typer.Option(True, "--report/--no-report", help="write report.html at the end"),
+        pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale",
+                                                    help="inputs times this for every model (default: the "
+                                                         "preset's; 255: the challenge's 0-255 magnitude)"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Run the benchmark: original, oracle population, each method's population, leaderboard."""
     from .runner import RunConfig, run as run_protocol
     cfg = RunConfig(preset=preset, methods=method, forget=forget, n_models=n_models, seed=seed, device=device,
                     out=str(out) if out else None, cache=str(cache) if cache else None,
                     data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor, workers=workers,
-                    address=address, budget=budget, report=report, hp_preset=hp_preset)
+                    address=address, budget=budget, report=report, hp_preset=hp_preset, pixel_scale=pixel_scale)
     board, out_dir = run_protocol(cfg, progress=None if quiet else RichProgress())
     if not quiet:
         console.print(leaderboard_table(board))

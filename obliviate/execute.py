@@ -22,7 +22,7 @@ from .methods import get_method
 from .models import build_model
 from .plan import Job, Plan, member_seed
 from .presets import Preset
-from .protocol import evaluate, unlearn_once
+from .protocol import evaluate, harness_net, unlearn_once
 from .store import Store
 from .training import resolve_device, timed, train_model
 
@@ -70,8 +70,9 @@ def run_job(ctx: Context, job: Job) -> dict:
         method = get_method(pop.method)
         original = build_model(p.model, splits.in_shape, splits.num_classes, **p.model_kwargs).to(device)
         original.load_state_dict(ctx.original)
+        net = harness_net(method, original)   # a user's method: one net per job, reloaded before each run
         for s in job.seeds:
-            model, secs = timed(unlearn_once, method, original, splits, s, pop.hparams)
+            model, secs = timed(unlearn_once, method, original, splits, s, pop.hparams, net=net)
             records.append({**evaluate(model, splits, f"method {pop.name!r}"), "seconds": secs})
     return {k: np.stack([np.asarray(r[k]) for r in records]) for k in ARRAYS}
 

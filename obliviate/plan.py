@@ -16,7 +16,6 @@ hyperparameters and its code). Nothing here trains or evaluates a model: `execut
 from __future__ import annotations
 
 import hashlib
-import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +55,8 @@ class RunConfig:
     role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
     hp_preset: str | None = None                    # a name saved by `obliviate tune`
     workers: int | None = None                      # local executor processes (None: auto_workers)
+    pixel_scale: float | None = None                # inputs times this for every model (None: the preset's;
+                                                    # 255: the challenge's 0-255 magnitude)
 
 
 @dataclass
@@ -104,9 +105,10 @@ def model_spec(preset: Preset) -> dict:
 
 
 def code_fingerprint_of(method) -> str:
-    """Hash of the source file the method's function lives in (a user's file, or its obliviate module)."""
-    src = inspect.getsourcefile(method.fn) or ""
-    return hashlib.sha256(Path(src).read_bytes()).hexdigest()[:12] if src and Path(src).exists() else ""
+    """Hash of the code that decides the method's result: a user's file or function source, or a registered
+    method's module with every obliviate module it imports and the protocol it runs under (codehash)."""
+    from .codehash import code_fingerprint
+    return code_fingerprint(method)
 
 
 def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
@@ -172,7 +174,9 @@ def prepare(cfg: RunConfig):
     pops = method_populations(cfg)
     raw = load_source(preset.source, path=cfg.data, **preset.source_kwargs)
     splits = make_splits(raw, cfg.forget or preset.forget, cfg.seed, group_size=preset.group_size,
-                         max_train=preset.max_train, role=cfg.role, imbalance=preset.imbalance)
+                         max_train=preset.max_train, role=cfg.role,
+                         pixel_scale=cfg.pixel_scale if cfg.pixel_scale is not None else preset.pixel_scale,
+                         imbalance=preset.imbalance)
     return preset, n, device, pops, splits
 
 

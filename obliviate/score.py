@@ -64,6 +64,7 @@ def score(plan: Plan, populations: dict, retrain_seconds: float, workers: int, t
     cfg, splits = plan.cfg, plan.splits
     return {"run": plan.out.name, "preset": plan.preset.name, "n_models": plan.n, "seed": cfg.seed,
             "forget": cfg.forget or plan.preset.forget,
+            "pixel_scale": cfg.pixel_scale if cfg.pixel_scale is not None else plan.preset.pixel_scale,
             "budget": cfg.budget if math.isfinite(cfg.budget) else None,          # --budget inf: no budget
             "created": dt.datetime.now().isoformat(timespec="seconds"),
             "device": plan.device.type, "executor": cfg.executor, "workers": workers,
