@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import pkgutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ class Method:
     fn: object
     defaults: dict
     doc: str
+    user: object = None           # a user's own function (file or Python callable): runs under the challenge's
+                                  # harness semantics (protocol.unlearn_once); its cache key is its source (codehash)
 
     def __call__(self, model, retain, forget, val, *, generator, **hp):
         return self.fn(model, retain, forget, val, generator=generator, **{**self.defaults, **hp})
@@ -35,6 +39,7 @@ class Method:
                 raise UserError(f"method {self.name!r} has no hyperparameter {k!r}: it has "
                                 f"{', '.join(hp) or 'none'}.")
             hp[k] = _coerce(self.name, k, v, hp[k])
+        validate_hparams(self.name, hp)
         return hp
 
 
@@ -72,6 +77,37 @@ def _coerce(method, key, value, default):
     return value
 
 
+# Values a method cannot use, by hyperparameter name: the first pattern that matches the name decides (checked
+# on every element of a tuple value). Every registered method's defaults pass (tests/test_harness.py).
+HP_RULES = [  # (name regex, test, what it must be)
+    (r"batch_size$",                   lambda v: v >= 1 and v == int(v),  "a whole number >= 1"),
+    (r"(epochs|steps|iters)$",         lambda v: v >= 0,                  "a number >= 0"),  # whole when the
+                                       # default is an int (_coerce); sebastian's epochs=3.2 is fractional
+    (r"(^|_)lrs?$|^lr_(?!decay)",      lambda v: v > 0,                   "a learning rate > 0"),
+    (r"weight_decay$|std$|eta_min$",   lambda v: v >= 0,                  "a number >= 0"),
+    (r"momentum$",                     lambda v: 0 <= v < 1,              "in [0, 1)"),
+    (r"(ratio|fraction|frac|prob|probability|quantile|rate|amount|decay)$",
+                                       lambda v: 0 <= v <= 1,             "in [0, 1]"),
+    (r"temperature$|^t_max$",          lambda v: v > 0,                   "a number > 0"),
+]
+
+
+def validate_hparams(method_name: str, hp: dict) -> None:
+    """Refuse, in one sentence, a hyperparameter value the method cannot use (HP_RULES), before any work."""
+    for k, value in hp.items():
+        rule = next((r for r in HP_RULES if re.search(r[0], k)), None)
+        if rule is None or isinstance(value, (str, bool)) or value is None:
+            continue
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            try:
+                ok = bool(math.isfinite(v) and rule[1](v))
+            except TypeError:
+                ok = True          # not a number: _coerce already vouched for its type
+            if not ok:
+                raise UserError(f"hyperparameter {k}={value!r} of method {method_name!r} must be {rule[2]}: "
+                                f"pass another value with --hp {k}=VALUE.")
+
+
 def discover() -> None:
     """Import every module of this package, so a method added in a new file registers itself."""
     pkg = Path(__file__).parent
@@ -90,20 +126,51 @@ def load_user_method(spec: str) -> Method:
         mod_spec = importlib.util.spec_from_file_location(f"obliviate_user_{p.stem}", p)
         module = importlib.util.module_from_spec(mod_spec)
         mod_spec.loader.exec_module(module)
-    except Exception as e:  # any import-time failure of user code
-        raise UserError(f"method file {path!r} failed to import ({type(e).__name__}: {e}): fix the file "
-                        f"and run again.") from None
+    except (Exception, SystemExit) as e:  # any import-time failure of user code: its own frames, one block
+        from ..protocol import user_code_error
+        raise user_code_error(f"method file {path!r} failed to import", e) from None
     fn = getattr(module, fname, None)
     if not callable(fn):
         raise UserError(f"method file {path!r} has no function {fname!r}: define "
                         f"{fname}(net, retain_loader, forget_loader, val_loader) -> net.")
 
+    return _user_method(f"{p.stem}:{fname}", fn)
+
+
+def _user_method(name: str, fn) -> Method:
     def unlearn(model, retain, forget, val, *, generator):
         return fn(model, retain, forget, val)
-    return Method(f"{p.stem}:{fname}", unlearn, {}, inspect.getdoc(fn) or "")
+    return Method(name, unlearn, {}, inspect.getdoc(fn) or "", user=fn)
 
 
-def get_method(name: str) -> Method:
+CALLABLE_PREFIX = "python:"
+CALLABLES: dict[str, Method] = {}   # "python:<name>#<source hash>" -> a function passed to obliviate.run in THIS
+                                    # process (a notebook's function cannot be imported by a spawned worker)
+
+
+def register_callable(fn) -> str:
+    """A Python function `fn(net, retain_loader, forget_loader, val_loader)` as a method of this process;
+    returns the name that stands for it in RunConfig.methods (keyed by its source: an edit is a new name)."""
+    from ..codehash import code_fingerprint
+    name = getattr(fn, "__name__", type(fn).__name__)
+    method = _user_method(name, fn)
+    key = f"{CALLABLE_PREFIX}{name}#{code_fingerprint(method)}"
+    CALLABLES[key] = method
+    return key
+
+
+def get_method(name) -> Method:
+    """A registered name or alias, `path/to/file.py:function`, a Python function, or a Method."""
+    if isinstance(name, Method):
+        return name
+    if callable(name):
+        return CALLABLES[register_callable(name)]
+    if name.startswith(CALLABLE_PREFIX):
+        if name not in CALLABLES:
+            raise UserError(f"method {name!r} is a Python function of another process: functions run in the "
+                            f"process that passed them; use a file (--method path/to/file.py:function) to run "
+                            f"in workers or on Ray.")
+        return CALLABLES[name]
     if ".py:" in name:
         return load_user_method(name)
     discover()
