@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import marshal
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent          # obliviate/
@@ -109,9 +110,9 @@ def code_fingerprint(method) -> str:
         mod_file = Path(src) if src and Path(src).is_file() else None
         try:
             h.update(b"source\0" + inspect.getsource(user).encode())
-        except (OSError, TypeError):          # no source to read (e.g. a lambda typed at a bare REPL)
-            if mod_file is None:
-                h.update(repr(getattr(user, "__code__", user)).encode())
+        except (OSError, TypeError):          # no source to read (exec'd text, a bare REPL): its bytecode
+            code = getattr(user, "__code__", None)
+            h.update(marshal.dumps(code) if code is not None else repr(user).encode())
         if mod_file is not None:
             h.update(b"file\0" + mod_file.read_bytes())
         # the protocol a user method runs under (harness, loaders) also decides its result
