@@ -178,7 +178,7 @@ RECIPE = {"epochs": _int(1), "batch_size": _int(1), "lr": _pos_float, "weight_de
 def _check(where: str, table: dict, spec: dict, prefix: str = "") -> None:
     for k, v in table.items():
         if k not in spec:
-            raise UserError(f"{where}: unknown key {prefix}{k!r}: use only {', '.join(spec)}.")
+            raise UserError(f"{where}: unknown key '{prefix}{k}': use only {', '.join(spec)}.")
         if not spec[k](v):
             raise UserError(f"{where}: {prefix}{k} = {v!r} is not valid: it must be {spec[k].want}.")
 
