@@ -2,20 +2,25 @@
 
 `train_population` returns, for every seed s, the state_dict that
 `train_model(build_model(name, in_shape, C, seed=s, **kw), data, recipe, C, seed=s)` gives: the same
-initialisation, the same data order (make_generator(s) + torch.randperm per epoch, as TensorLoader does), the
-same cosine lr per batch, the same Adam and the same class-weighted CE. Models without BatchNorm (mlp, cnn)
-train stacked: every parameter gets a leading model axis [K, ...], Linear layers run as one bmm, Conv2d
-layers as one grouped conv (groups=K), and the loss is the sum over models of each model's own weighted-mean
-CE, so each model's gradient is its own. Adam is elementwise (weight decay too), so one Adam over the stacked
-tensors is K Adams. Models with BatchNorm (resnet18) train one at a time with `train_model`.
+initialisation, the same data order (make_generator(s) + torch.randperm per epoch, cut by `batch_bounds`),
+the same cosine lr per batch, the same Adam and the same class-weighted CE. The K models train as one
+stacked network: every parameter gets a leading model axis, Linear layers run as one bmm, Conv2d layers as
+one grouped conv (groups=K), and the loss is the sum over models of each model's own weighted-mean CE, so
+each model's gradient is its own. Adam is elementwise (weight decay too), so one Adam over the stacked
+tensors is K Adams. BatchNorm (resnet18): each model's batch sits in its own channels, [B, K*C, H, W], and
+BatchNorm statistics are per channel, so one BatchNorm over K*C channels is K BatchNorms, running
+statistics and eval mode included (`group_model`; in float64 the grouped and one-at-a-time ResNets agree
+exactly, tests/test_population.py).
 
 Paths, measured on 2 CPU cores (benchmarks/README.md, "Population training"): the MLP's forward and backward
-are written by hand (`train_mlp`, 2x faster than autograd over the same bmm's); the CNN uses autograd over
-`stacked_forward` (grouped conv, channels_last); `vmap_forward` (torch.func) was slower for both. Batched
-and one-at-a-time weights agree to ~1e-7 after 30 epochs of the digits preset (tests/test_population.py).
+are written by hand (`train_mlp`, 2x faster than autograd over the same bmm's); the CNN and the ResNet run
+autograd through their own forward on grouped layers (`group_model`, channels_last; for the CNN as fast as
+the earlier hand-stacked forward, and torch.func.vmap over functional_call was slower than both). Batched
+and one-at-a-time weights agree to ~1e-7 after 30 epochs of the digits preset.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -25,7 +30,7 @@ from torch import nn
 from .data import TensorSet, class_weights
 from .models import build_model
 from .presets import Recipe
-from .training import cosine_lr, make_generator, train_model
+from .training import batch_bounds, cosine_lr, make_generator, train_model
 
 # Models trained stacked, and how many at once by default (benchmarks/population.py --sweep / --full --chunk,
 # 2 cores). mlp, hand-written bmm: 21-31 ms/model for K=64..512 (~17x one at a time); a 512-model digits
@@ -33,13 +38,19 @@ from .training import cosine_lr, make_generator, train_model
 # cnn (width 16), grouped channels_last conv, ms/model per epoch of 2,560 examples at K=4/8/16/32:
 # digits 8x8 19/13/12/14, fashion 14x14 56/50/52/109 (one at a time: 118): 8 is near best on both and
 # stays clear of the cliff past 16 on larger images.
-_CHUNK = {"mlp": 256, "cnn": 8}
-_LAYERS = (nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.MaxPool2d)
+# resnet18: RESNET_CHUNK_NOTE
+_CHUNK = {"mlp": 256, "cnn": 8, "resnet18": 8}
 
 
 def population_supports_batching(model_name: str) -> bool:
-    """True where `train_population` trains the models stacked (no BatchNorm, no per-model buffers)."""
+    """True where `train_population` trains the models stacked rather than one at a time."""
     return model_name in _CHUNK
+
+
+def default_chunk(model_name: str) -> int:
+    """How many models `train_population` stacks at once by default (1: one at a time): a training job of
+    this many models costs one stacked run."""
+    return _CHUNK.get(model_name, 1)
 
 
 def train_population(model_name: str, model_kwargs: dict, in_shape, data: TensorSet, recipe: Recipe,
@@ -49,12 +60,12 @@ def train_population(model_name: str, model_kwargs: dict, in_shape, data: Tensor
     kw = dict(model_kwargs or {})
     if not population_supports_batching(model_name):
         return [_one(model_name, kw, in_shape, data, recipe, num_classes, s) for s in seeds]
-    chunk = max(1, int(chunk or _CHUNK[model_name]))
+    chunk = max(1, int(chunk or default_chunk(model_name)))
     out: list = []
     for i in range(0, len(seeds), chunk):
         part = seeds[i:i + chunk]
         out += (train_mlp(kw, in_shape, data, recipe, num_classes, part) if model_name == "mlp" else
-                train_stacked(model_name, kw, in_shape, data, recipe, num_classes, part))
+                train_grouped(model_name, kw, in_shape, data, recipe, num_classes, part))
     return out
 
 
@@ -67,23 +78,21 @@ def _one(model_name, kw, in_shape, data, recipe, num_classes, seed) -> dict:
 def _stack(model_name, kw, in_shape, num_classes, seeds, device):
     """Each seed's own initialisation (build_model), stacked per parameter: name -> [K, ...] on `device`."""
     models = [build_model(model_name, in_shape, num_classes, seed=s, **kw) for s in seeds]
-    template, names = models[0], list(models[0].state_dict())
-    if set(names) != {n for n, _ in template.named_parameters()} or not all(
-            isinstance(m, _LAYERS) for m in template.children()):
-        raise ValueError(f"model {model_name!r} has buffers or layers the stacked path does not handle")
-    return template, {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
+    names = list(models[0].state_dict())
+    return models[0], {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
 
 
 def _batches(n: int, recipe: Recipe, seeds, device):
-    """(lr, idx[K, B]) per step: each model's own order, drawn exactly as TensorLoader.__iter__ draws it from
-    make_generator(seed), and train_model's cosine lr. Every model has the same B (same data size)."""
+    """(lr, idx[K, B]) per step: each model's own order, drawn exactly as train_model draws it from
+    make_generator(seed) and cut by the same `batch_bounds`, and train_model's cosine lr. Every model has
+    the same B (same data size)."""
     gens = [make_generator(s) for s in seeds]
-    bs = recipe.batch_size
-    total, step = recipe.epochs * -(-n // bs), 0
+    bounds = batch_bounds(n, recipe.batch_size)
+    total, step = recipe.epochs * len(bounds), 0
     for _ in range(recipe.epochs):
         order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
-        for i in range(0, n, bs):
-            yield cosine_lr(recipe.lr, step, total), order[:, i:i + bs]
+        for a, b in bounds:
+            yield cosine_lr(recipe.lr, step, total), order[:, a:b]
             step += 1
 
 
@@ -96,30 +105,8 @@ def _adam(params: list, recipe: Recipe) -> torch.optim.Adam:
 
 def _weights(data: TensorSet, recipe: Recipe, num_classes: int) -> torch.Tensor:
     if recipe.class_weighted:
-        return class_weights(data.y, num_classes).to(data.x.device)
-    return torch.ones(num_classes, device=data.x.device)   # unweighted mean == weighted mean with equal weights
-
-
-def train_stacked(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num_classes: int, seeds, *,
-                  forward=None) -> list[dict]:
-    """Autograd over a stacked forward: `forward(template, params, x[K, B, ...]) -> logits [K, B, C]`
-    (default `stacked_forward`: bmm + grouped conv; `vmap_forward` is the torch.func alternative)."""
-    forward = forward or stacked_forward
-    template, params = _stack(model_name, kw, in_shape, num_classes, seeds, data.x.device)
-    for p in params.values():
-        p.requires_grad_()
-    weight, opt, K = _weights(data, recipe, num_classes), _adam(list(params.values()), recipe), len(seeds)
-    for lr, idx in _batches(len(data), recipe, seeds, data.x.device):
-        x, y = data.x[idx], data.y[idx]
-        for g in opt.param_groups:
-            g["lr"] = lr
-        nll = F.cross_entropy(forward(template, params, x).flatten(0, 1), y.flatten(), weight=weight,
-                              reduction="none").view(K, -1)
-        loss = (nll.sum(1) / weight[y].sum(1)).sum()   # sum over models of each one's weighted-mean CE
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return _unstack(params, K)
+        return class_weights(data.y, num_classes).to(data.x.device, data.x.dtype)
+    return torch.ones(num_classes, device=data.x.device, dtype=data.x.dtype)   # unweighted mean == weighted mean with equal weights
 
 
 def train_mlp(kw, in_shape, data: TensorSet, recipe: Recipe, num_classes: int, seeds) -> list[dict]:
@@ -174,39 +161,102 @@ def train_mlp(kw, in_shape, data: TensorSet, recipe: Recipe, num_classes: int, s
     return _unstack(params, K)
 
 
+class GroupedLinear(nn.Module):
+    """K Linear layers side by side: [B, K*in] -> [B, K*out] as one baddbmm; weight [K, out, in], bias [K, out]."""
+
+    def __init__(self, K: int, linear: nn.Linear):
+        super().__init__()
+        self.K = K
+        self.weight = nn.Parameter(torch.empty(K, linear.out_features, linear.in_features))
+        self.bias = None if linear.bias is None else nn.Parameter(torch.empty(K, linear.out_features))
+
+    def forward(self, x):
+        B = x.shape[0]
+        h = x.reshape(B, self.K, -1).transpose(0, 1)                        # [K, B, in]
+        w = self.weight.transpose(1, 2)
+        out = torch.bmm(h, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), h, w)
+        return out.transpose(0, 1).reshape(B, -1)
+
+
+# layers that act on each channel (or each sample's features in order) alone, so they need no change to
+# serve K models laid side by side; anything else with no parameters is refused rather than trusted
+_PER_CHANNEL = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, nn.Flatten)
+
+
+def group_model(template: nn.Module, K: int) -> nn.Module:
+    """A copy of `template` in which every layer serves K models side by side, channels [B, K*C, H, W] and
+    features [B, K*D]: Conv2d -> one grouped conv (groups = K * groups), BatchNorm2d -> one BatchNorm over
+    K*C channels (per-channel statistics, momentum and affine: K independent BatchNorms, train and eval),
+    Linear -> GroupedLinear. The template's own forward runs unchanged; the weights are set by `load_group`."""
+    net = copy.deepcopy(template)
+    for parent in list(net.modules()):
+        for name, m in list(parent.named_children()):
+            if isinstance(m, nn.Conv2d):
+                new = nn.Conv2d(K * m.in_channels, K * m.out_channels, m.kernel_size, m.stride, m.padding,
+                                m.dilation, K * m.groups, m.bias is not None, m.padding_mode)
+            elif type(m) is nn.BatchNorm2d:
+                new = nn.BatchNorm2d(K * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+            elif isinstance(m, nn.Linear):
+                new = GroupedLinear(K, m)
+            elif isinstance(m, nn.Flatten) and m.start_dim != 1:
+                raise ValueError(f"group_model: Flatten({m.start_dim}) would mix the K models' batches")
+            elif isinstance(m, _PER_CHANNEL) or (next(m.children(), None) is not None and not any(
+                    True for _ in m.parameters(recurse=False)) and not any(True for _ in m.buffers(recurse=False))):
+                continue                                   # per-channel, or a container of layers handled here
+            else:
+                raise ValueError(f"group_model cannot split layer {name!r} ({type(m).__name__}) into K models")
+            setattr(parent, name, new)
+    return net
+
+
+@torch.no_grad()
+def load_group(net: nn.Module, states: list[dict]) -> nn.Module:
+    """Each grouped tensor := the K models' tensors stacked along dim 0 (a grouped conv's weight
+    [K*out, in, kh, kw] is the K weights [out, in, kh, kw] one after another); num_batches_tracked, a
+    counter every model shares, from the first."""
+    for n, t in net.state_dict().items():
+        t.copy_(states[0][n] if t.ndim == 0 else torch.stack([s[n] for s in states]).reshape(t.shape))
+    return net
+
+
+def split_group(net: nn.Module, shapes: dict, K: int) -> list[dict]:
+    """The inverse of `load_group`: K contiguous CPU state_dicts, tensor shapes as in `shapes` (name -> shape)."""
+    out = [{} for _ in range(K)]
+    for n, t in net.state_dict().items():
+        parts = t.detach().cpu().reshape(K, *shapes[n]) if t.ndim else t.detach().cpu().expand(K)
+        for k in range(K):
+            out[k][n] = parts[k].clone(memory_format=torch.contiguous_format)
+    return out
+
+
+def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num_classes: int, seeds, *,
+                  channels_last: bool = True) -> list[dict]:
+    """K models as one grouped network (`group_model`), autograd, one fused Adam; each model's batch of
+    the step is laid side by side in channels, [B, K*C, H, W], so every BatchNorm sees its own model's
+    batch only. channels_last: mkldnn's grouped conv and max-pool vectorise over the K*C channels (measured,
+    CNN K=8 on 8x8: max-pool 2.2 -> 0.17 ms, second conv fwd+bwd 9.0 -> 5.3 ms; ResNet width 8, 28 px, K=8:
+    max-pool 13.7 -> < 1 ms per step, the whole step about alike)."""
+    device, K = data.x.device, len(seeds)
+    models = [build_model(model_name, in_shape, num_classes, seed=s, **kw) for s in seeds]
+    shapes = {n: t.shape for n, t in models[0].state_dict().items()}
+    net = load_group(group_model(models[0], K), [m.state_dict() for m in models]).to(device)
+    fmt = torch.channels_last if channels_last and len(in_shape) == 3 else torch.contiguous_format
+    net = net.to(memory_format=fmt).train()
+    weight, opt = _weights(data, recipe, num_classes), _adam(list(net.parameters()), recipe)
+    for lr, idx in _batches(len(data), recipe, seeds, device):
+        B = idx.shape[1]
+        x = data.x[idx].transpose(0, 1).flatten(1, 2).contiguous(memory_format=fmt)   # [B, K*C, ...]
+        y = data.y[idx]                                                               # [K, B]
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = net(x).view(B, K, -1).transpose(0, 1)                                # [K, B, classes]
+        nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), weight=weight, reduction="none").view(K, -1)
+        loss = (nll.sum(1) / weight[y].sum(1)).sum()   # sum over models of each one's weighted-mean CE
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return split_group(net.eval(), shapes, K)
+
+
 def _unstack(params: dict, K: int) -> list[dict]:
     return [{n: p[k].detach().cpu().clone() for n, p in params.items()} for k in range(K)]
-
-
-def stacked_forward(template: nn.Sequential, params: dict, x: torch.Tensor) -> torch.Tensor:
-    """x [K, B, ...] -> logits [K, B, C]. Linear: baddbmm over [K, B, in]. Conv2d: one grouped conv over
-    the K models' channels laid side by side, [B, K*C, H, W]; ReLU and MaxPool act per channel there."""
-    K, B = x.shape[:2]
-    h, grouped = x, False
-    for name, layer in template.named_children():
-        if isinstance(layer, nn.Conv2d):
-            if not grouped:                                        # [K, B, C, H, W] -> [B, K*C, H, W]
-                # channels_last: mkldnn's grouped conv and max-pool vectorise over the K*C channels (measured,
-                # K=8 on 8x8: max-pool 2.2 -> 0.17 ms, second conv fwd+bwd 9.0 -> 5.3 ms)
-                h = h.transpose(0, 1).flatten(1, 2).contiguous(memory_format=torch.channels_last)
-                grouped = True
-            w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
-            h = F.conv2d(h, w.flatten(0, 1), None if b is None else b.flatten(), layer.stride, layer.padding,
-                         layer.dilation, layer.groups * K)
-        elif isinstance(layer, nn.Linear):
-            w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
-            h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-        elif isinstance(layer, nn.Flatten):                        # per model: [K, B, C*H*W]
-            h = h.reshape(B, K, -1).transpose(0, 1) if grouped else h.flatten(2)
-            grouped = False
-        elif isinstance(layer, nn.MaxPool2d) and not grouped:
-            h = layer(h.flatten(0, 1)).unflatten(0, (K, B))
-        else:                                                      # ReLU; MaxPool2d on [B, K*C, H, W]
-            h = layer(h)
-    return h
-
-
-def vmap_forward(template: nn.Module, params: dict, x: torch.Tensor) -> torch.Tensor:
-    """The torch.func alternative: vmap over functional_call (slower on CPU, see benchmarks/README.md)."""
-    call = lambda p, xi: torch.func.functional_call(template, p, (xi,))
-    return torch.func.vmap(call)(params, x)

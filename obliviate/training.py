@@ -1,8 +1,8 @@
 """The training recipe (original model and oracle retrains) and evaluation helpers.
 
-One model: `train_model`. A population: `train_population` trains K models at once where the model allows
-(stacked parameters + torch.func.vmap), each keeping its own initialisation seed and data order, so the
-population is the same as K one-at-a-time runs (tests/test_training.py checks it).
+One model: `train_model`. A population: `train_population` (obliviate/population.py) trains K models at
+once, each keeping its own initialisation seed and data order, so the population is the same as K
+one-at-a-time runs (tests/test_population.py checks it).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TensorLoader, TensorSet, class_weights
+from .data import TensorSet, class_weights
 from .errors import UserError
 from .presets import Recipe
 
@@ -42,15 +42,30 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * step / max(1, total)))
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch in an epoch of n shuffled examples: `batch_size` each and a shorter last
+    one, except that a last batch of ONE example joins the batch before it (batch_size + 1 examples): a
+    BatchNorm cannot train on one example (ResNet-18's layer4 maps are 1x1 on 32 px images, so a lone example
+    leaves one value per channel; measured: train_model on 65 CIFAR-sized images raised "Expected more than
+    1 value per channel"). TensorLoader serves the methods' loaders by the same rule."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
 def train_model(model: nn.Module, data: TensorSet, recipe: Recipe, num_classes: int, seed: int) -> nn.Module:
-    """Class-weighted CE, Adam, cosine schedule stepped per batch, fixed epochs; data order from `seed`."""
-    weight = class_weights(data.y, num_classes).to(data.x.device) if recipe.class_weighted else None
+    """Class-weighted CE, Adam, cosine schedule stepped per batch, fixed epochs. Data order: one
+    torch.randperm per epoch from make_generator(seed) (TensorLoader's order), cut by `batch_bounds`."""
+    weight = class_weights(data.y, num_classes).to(data.x.device, data.x.dtype) if recipe.class_weighted else None
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    loader = TensorLoader(data, recipe.batch_size, shuffle=True, generator=make_generator(seed))
-    total, step = recipe.epochs * len(loader), 0
+    gen, bounds = make_generator(seed), batch_bounds(len(data), recipe.batch_size)
+    total, step = recipe.epochs * len(bounds), 0
     model.train()
     for _ in range(recipe.epochs):
-        for x, y in loader:
+        order = torch.randperm(len(data), generator=gen).to(data.y.device)
+        for a, b in bounds:
+            x, y = data.x[order[a:b]], data.y[order[a:b]]
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(recipe.lr, step, total)
             loss = F.cross_entropy(model(x), y, weight=weight)

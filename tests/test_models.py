@@ -1,0 +1,61 @@
+"""ResNet-18 at any width, stem and input size (obliviate/models/resnet.py), and the batching rule that keeps
+a BatchNorm from ever training on one example (obliviate/training.py)."""
+import pytest
+import torch
+
+from obliviate.data import TensorSet
+from obliviate.errors import UserError
+from obliviate.models import build_model, conv_layers, norm_layers
+from obliviate.presets import Recipe
+from obliviate.training import batch_bounds, train_model
+
+
+def test_full_width_is_torchvisions_resnet18():
+    net = build_model("resnet18", (3, 32, 32), 10, seed=0)
+    # torchvision.models.resnet18(num_classes=10): 11,181,642 parameters, 20 convs, 20 BatchNorms
+    assert sum(p.numel() for p in net.parameters()) == 11_181_642
+    assert len(conv_layers(net)) == 20 and len(norm_layers(net)) == 20
+    assert net.conv1.weight.shape == (64, 3, 7, 7) and net.fc.weight.shape == (10, 512)
+
+
+@pytest.mark.parametrize("width,stem,shape", [(8, "imagenet", (1, 28, 28)), (16, "imagenet", (3, 32, 32)),
+                                              (4, "cifar", (1, 14, 14)), (5, "imagenet", (2, 40, 36))])
+def test_every_width_has_the_same_layers(width, stem, shape):
+    full = build_model("resnet18", (3, 32, 32), 10)
+    net = build_model("resnet18", shape, 7, seed=1, width=width, stem=stem).eval()
+    names = [n for n, _ in full.named_modules()]
+    assert [n for n, _ in net.named_modules()] == names and list(net.state_dict()) == list(full.state_dict())
+    assert net.layer4[0].downsample[0].weight.shape == (8 * width, 4 * width, 1, 1)
+    assert net.fc.in_features == 8 * width and net.conv1.in_channels == shape[0]
+    assert net.conv1.kernel_size == ((3, 3) if stem == "cifar" else (7, 7))
+    with torch.no_grad():
+        assert net(torch.rand(3, *shape)).shape == (3, 7)
+
+
+def test_bad_arguments_are_refused_in_one_sentence():
+    for kw, word in [({"width": 0}, "width"), ({"stem": "deep"}, "stem")]:
+        with pytest.raises(UserError, match=word):
+            build_model("resnet18", (3, 32, 32), 10, **kw)
+    with pytest.raises(UserError, match="image inputs"):
+        build_model("resnet18", (64,), 10)
+
+
+def test_batch_bounds_fold_a_lone_last_example():
+    assert batch_bounds(65, 64) == [(0, 65)]
+    assert batch_bounds(129, 64) == [(0, 64), (64, 129)]
+    assert batch_bounds(130, 64) == [(0, 64), (64, 128), (128, 130)]
+    assert batch_bounds(64, 64) == [(0, 64)]
+    assert batch_bounds(10, 64) == [(0, 10)]
+    assert batch_bounds(1, 64) == [(0, 1)]                      # nothing to fold into
+
+
+def test_train_model_survives_a_last_batch_of_one():
+    """The crash of the issue: 65 CIFAR-sized images, batch 64, layer4's output 1x1: the BatchNorm saw a
+    batch of one ('Expected more than 1 value per channel when training')."""
+    g = torch.Generator().manual_seed(0)
+    data = TensorSet(torch.rand(65, 3, 32, 32, generator=g), torch.randint(0, 10, (65,), generator=g))
+    net = build_model("resnet18", (3, 32, 32), 10, seed=0, width=4)
+    before = net.fc.weight.detach().clone()
+    train_model(net, data, Recipe(epochs=2, batch_size=64, lr=1e-3), 10, seed=0)
+    assert int(net.bn1.num_batches_tracked) == 2                # one batch of 65 per epoch
+    assert not torch.equal(before, net.fc.weight) and not net.training
