@@ -65,9 +65,12 @@ def n_registered_methods() -> int:
 
 
 # --- the figures ---------------------------------------------------------------------------------------
-def spearman_vs_challenge(scores: dict) -> float:
-    """Spearman's rho between a candidate's ranking of the nine rows (by score, higher first) and the challenge's."""
+def spearman_vs_challenge(scores: dict) -> float | None:
+    """Spearman's rho between a candidate's ranking of the nine rows (by score, higher first) and the challenge's;
+    None when the nine scores are all equal (no ranking to compare)."""
     teams = [t for t, _ in CHALLENGE_ORDER]
+    if len({scores[t] for t in teams}) == 1:
+        return None
     rho = spearmanr([-scores[t] for t in teams], np.arange(1, len(teams) + 1)).statistic
     return float(rho)
 
@@ -215,7 +218,7 @@ def study(ids, n_override=None, *, table_path: Path = TABLE, grid_dir: Path = GR
         added.append(row)
         log(f"{cid} N={n}: {row['wall_seconds'] / 60:.1f} min, ceiling {row['ceiling']['score']:.4f}, "
             f"finetune {row['rows']['finetune']['score']:.4f}, beats {len(row['beats_finetune'])}/8, "
-            f"rho {row['spearman']:+.2f}")
+            f"rho {_rho(row['spearman'])}")
     return added
 
 
@@ -235,12 +238,16 @@ def markdown(table: list[dict]) -> str:
             f"| {r['id']} | {r['n_models']} | {tuple(r['faithfulness'])} | "
             f"{r['ceiling']['forgetting_quality']:.4f} / {r['ceiling']['score']:.4f} | "
             f"{r['floor']['forgetting_quality']:.4f} / {r['floor']['score']:.4f} | "
-            f"{ft['forgetting_quality']:.4f} / {ft['score']:.4f} | {beats} | {r['spearman']:+.2f} | "
+            f"{ft['forgetting_quality']:.4f} / {ft['score']:.4f} | {beats} | {_rho(r['spearman'])} | "
             f"{r['spread_ratio']:.2f} | {r['location_gap']:+.2f} | {r['winners_median_budget_units']:.2f} | "
             f"{r['retrained_retain_acc']:.3f} | {'yes' if r['eligible'] else 'no'} | "
             f"{r['wall_seconds'] / 60:.1f}{'' if r['from_empty_cache'] else '*'} | "
             f"{pj['32'] / 60:.1f} / {pj['64'] / 60:.1f} |")
     return "\n".join(lines)
+
+
+def _rho(rho) -> str:
+    return "n/a" if rho is None else f"{rho:+.2f}"
 
 
 def winners_markdown(table: list[dict]) -> str:

@@ -1,0 +1,69 @@
+"""benchmarks/calibrate.py: its figures on hand-worked inputs, and a tiny grid on smoke-sized data that appends
+one row per candidate and skips what the table already holds (the study resumes across sessions)."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import calibrate  # noqa: E402
+
+TEAMS = [t for t, _ in calibrate.CHALLENGE_ORDER]
+TINY = """
+source = "digits"
+model = "mlp"
+forget = "groups:3"
+n_models = 3
+max_train = 400
+[recipe]
+epochs = 3
+lr = 3e-3
+[model_kwargs]
+hidden = [16]
+"""
+
+
+def test_spearman_against_the_challenge_order():
+    same = {t: 1.0 - i / 10 for i, t in enumerate(TEAMS)}
+    assert calibrate.spearman_vs_challenge(same) == pytest.approx(1.0)
+    assert calibrate.spearman_vs_challenge({t: -s for t, s in same.items()}) == pytest.approx(-1.0)
+    swapped = dict(same, fanchuan=same["kookmin"], kookmin=same["fanchuan"])
+    assert calibrate.spearman_vs_challenge(swapped) == pytest.approx(1 - 6 * 2 / (9 * 80))   # one adjacent swap
+    assert calibrate.spearman_vs_challenge(dict.fromkeys(TEAMS, 0.0)) is None             # all tied: no ranking
+
+
+def test_spread_ratio_and_location_gap():
+    ref = np.array([[-1.0, 0.0], [0.0, 2.0], [1.0, 4.0]])              # per example: std 1 and 2, medians 0 and 2
+    u = 0.5 * ref + np.array([2.0, 4.0])                                # half the spread; medians 2 and 5
+    ratio, gap = calibrate.spread_and_gap(u, ref)
+    assert ratio == pytest.approx(0.5) and gap == pytest.approx(np.median([2.0, 1.5]))
+
+
+def test_tiny_grid_appends_then_skips(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    table = tmp_path / "t.jsonl"
+    kw = dict(table_path=table, grid_dir=tmp_path, cache=tmp_path / "cache", log=lambda *_: None)
+    added = calibrate.study(["tiny"], 2, **kw)
+    assert len(added) == 1 and len(table.read_text().splitlines()) == 1
+    row = json.loads(table.read_text())
+    assert set(row["rows"]) == set(TEAMS) and row["n_models"] == 2 and row["from_empty_cache"]
+    assert (row["spearman"] is None or -1 <= row["spearman"] <= 1) and isinstance(row["eligible"], bool)
+    assert row["faithfulness"] == [0, 0, round(row["n_train"] / 64), 0]
+    beats = [t for t in TEAMS[:-1] if not row["rows"][t]["over_budget"]
+             and row["rows"][t]["score"] > row["rows"]["finetune"]["score"]]
+    assert row["beats_finetune"] == beats
+    assert row["projected_full_wall"]["64"] > row["projected_full_wall"]["32"] > 0
+
+    assert calibrate.study(["tiny"], 2, **kw) == []                      # resumed: nothing recomputed
+    assert len(table.read_text().splitlines()) == 1
+    changed = calibrate.load_preset(tmp_path / "tiny.toml").to_dict() | {"forget": "groups:2"}
+    assert not calibrate.done(calibrate.read_table(table), "tiny", 2, changed)   # an edited record reruns
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("# x\n\n## Measured table\n\nold text\n")
+    calibrate.write_doc(calibrate.read_table(table), doc)
+    calibrate.write_doc(calibrate.read_table(table), doc)                 # idempotent: one block, replaced
+    text = doc.read_text()
+    assert text.count(calibrate.START) == 1 and "| tiny | 2 |" in text and "old text" in text
