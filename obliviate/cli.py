@@ -73,7 +73,7 @@ def leaderboard_table(board: dict) -> Table:
 
 
 @app.command()
-def run(preset: str = typer.Option("digits", help="a built-in (smoke | digits | fashion | cifar10 | manifest) or path/to/preset.toml"),
+def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fashion, ...) or path/to/preset.toml"),
         method: List[str] = typer.Option(["finetune"], "--method", "-m",
                                          help="registered name, a,b,c, all, or path/to/file.py:function"),
         forget: Optional[str] = typer.Option(None, help="groups:K | random:FRACTION | class:C (default: preset's)"),
