@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from obliviate import metrics
-from obliviate.metrics import challenge
+from obliviate.metrics import challenge, search
 
 DELTA = 1e-5
 
@@ -122,12 +122,12 @@ def test_speed_constants_do_not_change_results(monkeypatch):
     # The branch-and-bound geometry is speed only: any blocking gives the same epsilons.
     U, R = _random_case(np.random.default_rng(3), "normal", 64, 48, 20)
     want = metrics.example_epsilons(U, R)
-    monkeypatch.setattr(challenge, "_LEVELS", ((32, 8), (8, 2), (2, 1)))
-    monkeypatch.setattr(challenge, "_H_FINE", 0.03)
-    monkeypatch.setattr(challenge, "_SINGLE_BLOCK", 7)
-    monkeypatch.setattr(challenge, "_FIRST_ROUND", 1)
+    monkeypatch.setattr(search, "_LEVELS", ((32, 8), (8, 2), (2, 1)))
+    monkeypatch.setattr(search, "_H_FINE", 0.03)
+    monkeypatch.setattr(search, "_SINGLE_BLOCK", 7)
+    monkeypatch.setattr(search, "_FIRST_ROUND", 1)
     monkeypatch.setattr(challenge, "_CHUNK", 3)
-    monkeypatch.setattr(challenge, "_BATCH_BLOCKS", 5)
+    monkeypatch.setattr(search, "_BATCH_BLOCKS", 5)
     np.testing.assert_array_equal(metrics.example_epsilons(U, R), want)
 
 
