@@ -140,13 +140,30 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
 
 @app.command()
 def methods():
-    """List the registered unlearning methods with their hyperparameters and sources."""
+    """List the registered unlearning methods: the challenge's eight winners (place, team, reported score, what
+    each becomes on the small registered models), then the classic methods, with hyperparameters and sources."""
     from .methods import METHODS
-    t = Table(title="registered methods")
-    t.add_column("name"); t.add_column("hyperparameters (defaults)"); t.add_column("source")
-    for name in sorted(METHODS):
+    from .methods.registry import small_model_notes, winners
+    t = Table(title="the NeurIPS 2023 challenge's eight winners (--method winners: these + finetune)")
+    for c in ("place", "name", "aliases", "team", "reported", "write-up", "hyperparameters (defaults)"):
+        t.add_column(c)
+    for name in winners():
         m = METHODS[name]
-        t.add_row(name, ", ".join(f"{k}={v}" for k, v in m.defaults.items()), m.doc.splitlines()[0] if m.doc else "")
+        t.add_row(str(m.place), name, ", ".join(m.aliases), m.team, m.reported, m.writeup,
+                  ", ".join(f"{k}={v}" for k, v in m.defaults.items()))
+    console.print(t)
+    notes = small_model_notes()
+    if notes:
+        console.print("on the small registered models (designed for ResNet-18):")
+        for name in [n for n in winners() if n in notes] + sorted(n for n in notes if n not in winners()):
+            for model, note in notes[name].items():
+                console.print(f"  {name} on {model}: {note}")
+    t = Table(title="classic methods and baselines")
+    t.add_column("name"); t.add_column("hyperparameters (defaults)"); t.add_column("source")
+    for name in sorted(n for n in METHODS if not METHODS[n].place):
+        m = METHODS[name]
+        t.add_row(name + (f" ({', '.join(m.aliases)})" if m.aliases else ""),
+                  ", ".join(f"{k}={v}" for k, v in m.defaults.items()), m.doc.splitlines()[0] if m.doc else "")
     console.print(t)
 
 

@@ -48,7 +48,7 @@ def test_every_method_documents_its_source_and_randomness():
 
 
 def test_the_zoo_is_complete():
-    wanted = {"finetune", "fanchuan", "kookmin", "seif", "sebastian", "conv_transpose", "reset_distill",
-              "noise_injection", "kyungpook", "neggrad", "neggrad_plus", "random_label", "bad_teacher", "scrub",
+    wanted = {"finetune", "fanchuan", "kookmin", "seif", "sebastian", "toshi_k", "amnesiacs",
+              "sun", "forget", "neggrad", "neggrad_plus", "random_label", "bad_teacher", "scrub",
               "ssd", "l1_sparse", "salun"}
     assert wanted <= set(METHODS)

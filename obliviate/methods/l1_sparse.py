@@ -1,8 +1,9 @@
 """l1-sparse: fine-tune on the retain set with a decaying L1 penalty on all weights (sparsity-aware MU).
 
 Source: Jia et al., "Model Sparsity Can Simplify Machine Unlearning" (NeurIPS 2023);
-OPTML-Group/Unlearn-Sparse `src/optim/unlearn/FT_prune.py` (`--unlearn FT_prune`: runs `FT_l1`, then only
-reports sparsity) and `src/optim/unlearn/FT.py::FT_iter(with_l1=True)` (the loop).
+OPTML-Group/Unlearn-Sparse `unlearn/FT_prune.py::FT_prune` (`--unlearn FT_prune`: runs `FT_l1`, then only
+reports sparsity) and `unlearn/FT.py::FT_l1` = `FT_iter(..., with_l1=True)` (the loop) — paths at the
+repository's latest snapshot (some forks and later trees move them under src/optim/).
 
 Algorithm (model in train mode), for epochs t = 0..E-1 (E = 10), over D_r in batches of 256:
   1. gamma_t = gamma * (1 - t / (E - E_nol1)) for t < E - E_nol1, else 0 (linear decay per epoch; E_nol1 = 0);

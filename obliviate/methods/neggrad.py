@@ -1,8 +1,9 @@
 """NegGrad / gradient ascent (GA): climb the cross-entropy of the forget set, nothing else.
 
 Source: Golatkar et al., "Eternal Sunshine of the Spotless Net" (CVPR 2020) baseline, as implemented in
-OPTML-Group/Unlearn-Sparse `optim/unlearn/GA.py` (same loop in OPTML-Group/Unlearn-Saliency
-`Classification/unlearn/GA.py`; ported by xcadet/deepunlearn `munl/unlearning/gradient_ascent.py`).
+OPTML-Group/Unlearn-Sparse `unlearn/GA.py::GA` (the repository's layout at its latest snapshot; same loop in
+OPTML-Group/Unlearn-Saliency `Classification/unlearn/GA.py`; ported by xcadet/deepunlearn
+`munl/unlearning/gradient_ascent.py`).
 
 Algorithm (model in train mode):
   1. Optimiser SGD(lr 1e-4, momentum 0.9, weight decay 5e-4); constant lr (the repo's MultiStepLR

@@ -25,11 +25,22 @@ class Method:
     fn: object
     defaults: dict
     doc: str
+    aliases: tuple = ()           # technique names that resolve to this method (one cache key, one row)
+    place: int | None = None      # the challenge's prize place (1-8) for the eight winners, else None
+    team: str = ""                # the winning team, as the organisers' slides and its write-up name it
+    reported: str = ""            # the score the team reported (METHODS.md section A table)
+    writeup: str = ""             # Kaggle discussion id of the team's write-up
+    degenerate: object = None     # (model, hp) -> str | None: what the method becomes on a small model
     user: object = None           # a user's own function (file or Python callable): runs under the challenge's
                                   # harness semantics (protocol.unlearn_once); its cache key is its source (codehash)
 
     def __call__(self, model, retain, forget, val, *, generator, **hp):
         return self.fn(model, retain, forget, val, generator=generator, **{**self.defaults, **hp})
+
+    def degenerate_on(self, model, hp: dict | None = None) -> str | None:
+        """One sentence when this method, run on `model` with these hyperparameters (defaults otherwise),
+        is not what its authors ran (e.g. a layer-choosing winner on a 2-layer net); None when it is."""
+        return self.degenerate(model, {**self.defaults, **(hp or {})}) if self.degenerate else None
 
     def resolve(self, overrides: dict) -> dict:
         """Defaults with `overrides` applied, each coerced to the default's type; unknown names refused."""
@@ -43,18 +54,80 @@ class Method:
         return hp
 
 
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Method] = {}     # canonical name -> Method (one entry per method: aliases are not keys)
+ALIASES: dict[str, str] = {}        # alias -> canonical name
 
 
-def register_method(name: str):
+def register_method(name: str, *, aliases=(), place=None, team="", reported="", writeup="", degenerate=None):
+    """Register `fn` as method `name`. Winners of the challenge carry their prize `place`, `team`, `reported`
+    score and `writeup` id; `aliases` (technique names) resolve to the same Method; `degenerate(model, hp)`
+    says in one sentence what the method becomes on a model it was not designed for."""
     def deco(fn):
         sig = inspect.signature(fn)
         defaults = {k: p.default for k, p in sig.parameters.items()
                     if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "generator"
                     and p.default is not inspect.Parameter.empty}
-        METHODS[name] = Method(name, fn, defaults, inspect.getdoc(fn) or inspect.getdoc(inspect.getmodule(fn)) or "")
+        METHODS[name] = Method(name, fn, defaults, inspect.getdoc(fn) or inspect.getdoc(inspect.getmodule(fn)) or "",
+                               tuple(aliases), place, team, reported, writeup, degenerate)
+        for a in aliases:
+            ALIASES[a] = name
         return fn
     return deco
+
+
+def canonical_name(name: str) -> str:
+    """The registered name behind `name` (an alias such as `conv_transpose` -> `toshi_k`); else `name`."""
+    discover()
+    return ALIASES.get(name, name)
+
+
+def winners() -> list:
+    """The challenge's eight winners, by prize place."""
+    discover()
+    return [m.name for m in sorted((m for m in METHODS.values() if m.place), key=lambda m: m.place)]
+
+
+NOMINAL_INPUT = (3, 32, 32)     # the challenge's images; layer structure, not input size, decides the notes
+
+
+def small_model_notes(models=None) -> dict:
+    """{method: {model: note}} for every registered method that degenerates on a registered model (each model
+    built with its defaults on a 3x32x32, 10-class input): what `obliviate methods` shows."""
+    from ..models import MODELS, build_model
+    discover()
+    built = {m: build_model(m, NOMINAL_INPUT, 10, seed=0) for m in (models or sorted(MODELS))}
+    notes = {}
+    for name, method in METHODS.items():
+        for mname, net in built.items():
+            note = method.degenerate_on(net)
+            if note:
+                notes.setdefault(name, {})[mname] = note
+    return notes
+
+
+def expand_method_names(names) -> list:
+    """`--method` values -> canonical method names, in order, each once: "all" (every registered method),
+    "winners" (the eight winners by place, then `finetune`, the official baseline), comma lists, aliases;
+    a user file `path.py:function` passes through. An unknown name is refused in one sentence."""
+    discover()
+    out = []
+    for entry in names:
+        if ".py:" in entry or entry.startswith(CALLABLE_PREFIX):   # a user's file or Python function
+            out.append(entry)
+            continue
+        for n in (x.strip() for x in entry.split(",")):
+            if not n:
+                continue
+            if n == "all":
+                out += sorted(METHODS)
+            elif n == "winners":
+                out += winners() + ["finetune"]
+            elif canonical_name(n) in METHODS:
+                out.append(canonical_name(n))
+            else:
+                raise UserError(f"unknown method {n!r}: run `obliviate methods` to list them, use `all` or "
+                                f"`winners`, or pass path/to/file.py:function for your own.")
+    return list(dict.fromkeys(out))
 
 
 def _coerce(method, key, value, default):
@@ -174,6 +247,7 @@ def get_method(name) -> Method:
     if ".py:" in name:
         return load_user_method(name)
     discover()
+    name = ALIASES.get(name, name)
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}: run `obliviate methods` to list them, or pass "
                         f"path/to/file.py:function for your own.")

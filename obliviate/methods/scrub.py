@@ -19,8 +19,12 @@ sgda_learning_rate 5e-4, lr_decay_epochs [3,5,9], lr_decay_rate 0.1, sgda_weight
 0.9, sgda_batch_size 128, del_batch_size 32). Note: in that notebook the loaders actually iterated were built
 earlier with batch 256 (retain) / 512 (forget); we use the declared sgda/del batch sizes, which METHODS.md
 also records. With 3 epochs the milestones never bite (e > 3 never holds).
-On the first max pass the student equals the teacher, so the KL and its gradient are zero: the max steps
-act only from epoch 2 on (the source behaves the same).
+The first max pass does NOT start from zero KL on a model with BatchNorm: the teacher runs in eval mode
+(running statistics) while the student runs in train mode (batch statistics), so their logits already differ
+on the first forget batch and the max steps act at once. Only on BatchNorm-free models (the MLP, the small
+CNN) does the first max pass start at student = teacher: a zero KL with a zero gradient, so in that pass
+only weight decay moves the weights (a near-zero KL), and the max steps act from epoch 2 on, once the min
+pass has moved the student (the source behaves the same).
 
 Randomness: only the data order of the two loaders (their shared generator).
 """

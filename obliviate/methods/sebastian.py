@@ -1,9 +1,12 @@
-"""Sebastian Oleszko: 4th place of the NeurIPS 2023 Machine Unlearning Challenge, "prune, re-initialise,
-match, quantise" (PRMQ).
+"""Sebastian Oleszko: 4th prize place of the NeurIPS 2023 Machine Unlearning Challenge (5th on the private
+leaderboard, 0.0863), "prune, re-initialise, match, quantise" (PRMQ).
 
-Source: the author's write-up (Kaggle competition discussion 459148, linked from oleszko.github.io, which
-states the 4th place) and his notebook as ported by xcadet/deepunlearn `munl/unlearning/kgltop4.py`
-(ORIGINAL_* constants "copied from the notebook").
+Source: the author's Kaggle write-up (discussion 459148, "5th Place Solution"; notebook "prune-re-init-
+entropy-regularized-fine-tuning") and the notebook as ported by xcadet/deepunlearn `munl/unlearning/kgltop4.py`
+(ORIGINAL_* constants "copied from the notebook"). Write-up and port agree: 99% unstructured L1 pruning,
+random re-initialisation, CE with "a very small amount of class weights" (w^0.1, i.e. count^-0.1) plus the
+MSE between the original's and the model's prediction entropies; the numbers are the port's, and the final
+float16 round trip appears only in the port.
 
 Algorithm:
   1. Keep a frozen copy f_0 of the original model.
@@ -21,6 +24,7 @@ Algorithm:
 On the tiny models 99% pruning leaves a few dozen weights, so the method is close to a short retrain from a
 random init there, as it is (to a lesser degree) on ResNet-18. The ported loop stops after one step past
 int(3.2 * len); we take exactly int(3.2 * len) steps.
+On the registered models: nothing is layer-specific (the global threshold spans every Conv2d and Linear).
 Randomness: the uniform re-init draws (global RNG) and the data order.
 """
 import copy
@@ -54,7 +58,8 @@ def _prune_and_reinit(model, amount):
         m.weight.copy_(torch.where(m.weight == 0, fresh, m.weight))
 
 
-@register_method("sebastian")
+@register_method("sebastian", aliases=("prmq",), place=4, team="Sebastian Oleszko", reported="private 0.0863",
+                 writeup="459148")
 def sebastian(model, retain, forget, val, *, generator,
               prune_amount: float = 0.99,   # share of conv+linear weights and biases zeroed: notebook, via DU
               epochs: float = 3.2,          # training length in epochs of D_r (as iterations): notebook, via DU
