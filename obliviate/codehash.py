@@ -2,11 +2,14 @@
 unlearning run's result, so an edited method, helper or protocol is never served a stale cached result.
 
 * a user's file method (`--method path/to/file.py:fn`): the file's bytes;
-* a Python function (a notebook's `unlearning` passed to `obliviate.run`): its source (inspect.getsource)
-  plus its module's file, when it has one;
+* a Python function (a notebook's `unlearning` passed to `obliviate.run`): its source (inspect.getsource;
+  its bytecode where no source exists), its default arguments and closed-over values, and its module's file
+  when it has one (a notebook cell's globals are not covered: a value read from another cell is not part of
+  the key);
 * a registered method: its module plus every obliviate module it imports, transitively (read statically:
-  the `import`/`from ... import` statements of each file, parsed with `ast`, followed only into obliviate.*),
-  plus the modules every run executes (RUN_MODULES) and what they import. Modules outside that closure (the
+  the `import`/`from ... import` statements of each file, parsed with `ast`, followed only into obliviate.*);
+* every kind, in addition: the modules every run executes (RUN_MODULES: the protocol, the loaders and
+  batches, the model layers, the training helpers) and what they import. Modules outside that closure (the
   report, the CLI, the runner stages) do not enter the key: editing them recomputes nothing.
 
 Each file is hashed with its path relative to the package, so moving code between modules changes the key.
@@ -71,12 +74,14 @@ def _parse_imports(path: Path, data: bytes) -> set[str]:
                 mod = node.module or ""
             found.add(mod)
             found |= {f"{mod}.{a.name}" for a in node.names}   # `from . import x`: x may be a module
-    # a module's parent packages run their __init__ on import
-    out = set()
-    for m in found:
-        parts = m.split(".")
-        out |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return {m for m in out if module_file(m) is not None}
+    return {m for m in found if module_file(m) is not None}
+
+
+def _parents(name: str) -> set[str]:
+    """The packages above a module: their __init__ runs on import, so its file enters the key, but what it
+    imports is not followed (obliviate/__init__.py exposes obliviate.run, which reaches the whole runner)."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
 def module_closure(names) -> list[Path]:
@@ -88,7 +93,7 @@ def module_closure(names) -> list[Path]:
             continue
         seen.add(n)
         todo += [m for m in _imports(module_file(n)) if m not in seen]
-    return sorted({module_file(n) for n in seen})
+    return sorted({module_file(m) for n in seen for m in {n} | _parents(n) if module_file(m)})
 
 
 def _hash_files(h, files) -> None:
@@ -99,6 +104,14 @@ def _hash_files(h, files) -> None:
         except ValueError:
             label = f.name
         h.update(label.encode() + b"\0" + f.read_bytes() + b"\0")
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:
+        return False
 
 
 def code_fingerprint(method) -> str:
@@ -115,6 +128,13 @@ def code_fingerprint(method) -> str:
             h.update(marshal.dumps(code) if code is not None else repr(user).encode())
         if mod_file is not None:
             h.update(b"file\0" + mod_file.read_bytes())
+        # values the source names but does not spell: default arguments and closed-over variables (numbers,
+        # strings, tuples...: whatever has a stable repr; an object's repr with an address is left out)
+        cells = [c.cell_contents for c in (getattr(user, "__closure__", None) or ()) if _filled(c)]
+        for v in (getattr(user, "__defaults__", None), getattr(user, "__kwdefaults__", None), *cells):
+            r = repr(v)
+            if " at 0x" not in r:
+                h.update(b"value\0" + r.encode())
         # the protocol a user method runs under (harness, loaders) also decides its result
         _hash_files(h, module_closure(RUN_MODULES))
         return h.hexdigest()[:12]

@@ -1,0 +1,448 @@
+"""Issue 10: real challenge submissions run unchanged, and an edited method is never served a stale result.
+
+Small submissions written here, one per style real notebooks used (dict batches, tuple batches, their own
+DataLoader over loader.dataset, a Subset, no return value, len(loader)), each run on `smoke` and scored;
+the organisers' starter (our transcription of its logic) unchanged; the harness's one reused net; cache keys
+over the code (a method file, a shared helper, an unrelated module); user-code failures as one block; refused
+hyperparameter values; the pixel scale; the Python API with a function object.
+"""
+import copy
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from obliviate import codehash
+from obliviate.data import TensorLoader, TensorSet, load_source, make_splits
+from obliviate.errors import UserError
+from obliviate.methods import METHODS, get_method
+from obliviate.methods.registry import register_callable, validate_hparams
+from obliviate.plan import RunConfig, plan_run
+from obliviate.protocol import UserCodeError, evaluate, harness_net, unlearn_once
+from obliviate.runner import run
+from obliviate.store import Store
+
+HEAD = "import torch\nfrom torch import nn, optim\nfrom torch.utils.data import DataLoader, Subset\n\n"
+
+# The organisers' starter submission (Kaggle notebook run-unlearn-finetune), our transcription of its logic:
+# SGD lr 1e-3 momentum 0.9 wd 5e-4, CosineAnnealingLR, one epoch over retain read as dicts, ends with
+# net.eval(), returns nothing. Copied as a submission would be: its DEVICE line included.
+STARTER = HEAD + '''DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    """Unlearning by fine-tuning."""
+    epochs = 1
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    net.train()
+    for _ in range(epochs):
+        for sample in retain_loader:
+            inputs = sample["image"]
+            targets = sample["age_group"]
+            inputs, targets = inputs.to(DEVICE), targets.to(DEVICE)
+            optimizer.zero_grad()
+            outputs = net(inputs)
+            loss = criterion(outputs, targets)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    net.eval()
+'''
+
+# the starting kit's style: the same fine-tuning over (inputs, targets) tuples, returning the net
+TUPLE = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    net.train()
+    for inputs, targets in retain_loader:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(inputs), targets).backward()
+        optimizer.step()
+    return net.eval()
+'''
+
+# its own DataLoader over forget_loader.dataset (batch 256, dict batches): gradient ascent on the forget set
+DATALOADER = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
+    loader = DataLoader(forget_loader.dataset, batch_size=256, shuffle=True)
+    optimizer = optim.SGD(net.parameters(), lr=0.05)
+    net.train()
+    for _ in range(5):
+        for sample in loader:
+            assert set(sample) == {"image", "image_id", "age_group", "age", "person_id"}
+            optimizer.zero_grad()
+            (-nn.functional.cross_entropy(net(sample["image"]), sample["age_group"])).backward()
+            optimizer.step()
+    net.eval()
+'''
+
+# a Subset of the forget set (every example but the first), wrapped in its own DataLoader: ascent again
+SUBSET = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
+    ds = forget_loader.dataset
+    loader = DataLoader(Subset(ds, list(range(1, len(ds)))), batch_size=256, shuffle=True)
+    optimizer = optim.SGD(net.parameters(), lr=0.05)
+    net.train()
+    for _ in range(5):
+        for sample in loader:
+            optimizer.zero_grad()
+            (-nn.functional.cross_entropy(net(sample["image"]), sample["age_group"])).backward()
+            optimizer.step()
+    return net
+'''
+
+# uses len(loader) for a per-step schedule, and checks it counts the batches the loop sees
+LEN = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    sched = optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.002, total_steps=len(retain_loader))
+    seen = 0
+    for sample in retain_loader:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(sample["image"]), sample["age_group"]).backward()
+        optimizer.step(); sched.step(); seen += 1
+    if seen != len(retain_loader):
+        raise RuntimeError(f"len(loader) {len(retain_loader)} but {seen} batches")
+'''
+
+# returns nothing and changes nothing: the original, scored
+NOOP = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
+    net.eval()
+'''
+
+RAISES = HEAD + '''def helper(x):
+    return x.view(-1, 3, 7)
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    for inputs, targets in retain_loader:
+        helper(inputs)
+'''
+
+
+def write(folder: Path, name: str, src: str) -> str:
+    f = folder / f"{name}.py"
+    f.write_text(src)
+    return f"{f}:unlearning"
+
+
+def cfg(cache, out=None, **kw):
+    kw = {"preset": "smoke", "n_models": 4, "device": "cpu", "quiet": True, "report": False, **kw}
+    return RunConfig(cache=str(cache), out=str(out) if out else None, **kw)
+
+
+@pytest.fixture(scope="module")
+def styles(tmp_path_factory):
+    """One smoke run of every submission style, the starter and the registered finetune (shared cache)."""
+    d = tmp_path_factory.mktemp("harness")
+    specs = {name: write(d, name, src) for name, src in
+             [("starter", STARTER), ("tuple_style", TUPLE), ("dataloader", DATALOADER), ("subset", SUBSET),
+              ("uses_len", LEN), ("noop", NOOP)]}
+    board, out = run(cfg(d / "cache", d / "out", methods=[*specs.values(), "finetune"]))
+    rows = {r["method"].split(":")[0]: r for r in board["rows"]}
+    return d, specs, rows, out
+
+
+# --- batches and the dataset ---------------------------------------------------------------------------
+def test_a_batch_is_a_tuple_and_a_kaggle_dict_without_copies():
+    data = TensorSet(torch.randn(129, 4), torch.arange(129) % 10, torch.arange(129) + 1000, torch.arange(129) // 8)
+    loader = TensorLoader(data, 64, generator=torch.Generator().manual_seed(1))
+    batches = list(loader)
+    assert len(loader) == len(batches) == 2                  # 129 = 64 + 65: the lone last example folded in
+    assert [len(b[0]) for b in batches] == [64, 65]
+    ids = torch.cat([b["image_id"] for b in batches]) - 1000
+    assert sorted(ids.tolist()) == list(range(129))          # every example exactly once per epoch
+    b = batches[0]
+    inputs, targets = b
+    assert inputs is b["image"] and targets is b["age_group"]   # the same tensors, no second selection
+    rows = b["image_id"] - 1000
+    assert torch.equal(inputs, data.x[rows]) and torch.equal(b["person_id"], rows // 8)
+    assert torch.equal(b["age"], targets) and "person_id" in b and set(b.keys()) == set(dict(b.items()))
+    with pytest.raises(KeyError, match="image"):
+        b["label"]
+
+
+def test_loader_dataset_is_a_torch_dataset_of_dict_examples():
+    data = TensorSet(torch.randn(10, 3), torch.arange(10), torch.arange(10) + 50, torch.full((10,), 7))
+    ds = TensorLoader(data, 4).dataset
+    assert isinstance(ds, torch.utils.data.Dataset) and len(ds) == 10
+    ex = ds[3]
+    assert int(ex["image_id"]) == 53 and int(ex["age_group"]) == 3 and int(ex["person_id"]) == 7
+    batch = next(iter(DataLoader(ds, batch_size=256, shuffle=True)))
+    assert batch["image"].shape == (10, 3) and batch["age_group"].dtype == torch.int64
+    assert torch.equal(batch["image"], data.x[batch["image_id"] - 50])
+    sub = next(iter(DataLoader(Subset(ds, [2, 5]), batch_size=8)))
+    assert sub["image_id"].tolist() == [52, 55]
+    with pytest.raises(IndexError):
+        ds[10]
+
+
+def test_splits_carry_source_rows_and_identities_pixel_scale_enters_the_key():
+    raw = load_source("digits")
+    a = make_splits(raw, "groups:4", 0)
+    b = make_splits(raw, "groups:4", 0, pixel_scale=255)
+    f = a.forget
+    assert torch.equal(raw.y[f.ids], f.y)                                  # image_id: the row in the source
+    assert set(f.groups.tolist()) == set(a.forget_groups)                 # person_id: the forgotten groups
+    assert not set(a.retain.groups.tolist()) & set(a.forget_groups)
+    assert torch.allclose(b.retain.x, 255 * a.retain.x, rtol=1e-5, atol=1e-3)
+    assert b.key != a.key and b.train_key != a.train_key
+    with pytest.raises(UserError, match="pixel scale"):
+        make_splits(raw, "groups:4", 0, pixel_scale=0)
+
+
+def test_pixel_scale_option_reaches_every_model(tmp_path):
+    plain = plan_run(cfg(tmp_path / "c"), Store(tmp_path / "c"), tmp_path / "o")
+    scaled = plan_run(cfg(tmp_path / "c", pixel_scale=255), Store(tmp_path / "c"), tmp_path / "o")
+    assert torch.allclose(scaled.splits.test.x, 255 * plain.splits.test.x, rtol=1e-5, atol=1e-3)
+    assert scaled.original_key != plain.original_key                       # original, retrained, unlearned:
+    assert not set(sum(scaled.chunk_keys.values(), [])) & set(sum(plain.chunk_keys.values(), []))  # all new
+
+
+# --- every style runs and scores -------------------------------------------------------------------------
+def test_every_submission_style_runs_and_scores(styles):
+    _, specs, rows, _ = styles
+    for name in specs:
+        r = rows[name]
+        assert 0 <= r["score"] <= 1 and math.isfinite(r["forgetting_quality"]), name
+    # dict batches and tuple batches are the same batches: the same fine-tuning gives the same numbers
+    for k in ("forgetting_quality", "retain_acc", "test_acc", "forget_acc"):
+        assert rows["starter"][k] == rows["tuple_style"][k] == rows["finetune"][k], k
+    # its own DataLoader / a Subset over loader.dataset really trains: ascent lowers forget accuracy
+    assert rows["dataloader"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
+    assert rows["subset"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
+    assert rows["uses_len"]["retain_acc"] > 0.8
+
+
+def test_noop_submission_scores_the_original(styles, smoke):
+    _, _, rows, out = styles
+    pop = np.load(out / "populations" / "noop:unlearning.npz", allow_pickle=False)
+    assert np.ptp(pop["conf"], axis=0).max() == 0           # every run is the original, unchanged
+    assert pop["forget_acc"].min() > 0.9                      # the original remembers its forget set
+
+
+# --- the harness: one net, reloaded, mode carried ------------------------------------------------------
+def test_one_net_reloaded_before_each_call_mode_carried(smoke):
+    calls = []
+
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                      smoke.original.state_dict().values()))
+        calls.append((id(net), net.training, same))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)                                   # edits the net in place, returns nothing
+        net.eval()
+
+    method = get_method(unlearning)
+    original = copy.deepcopy(smoke.original).train()          # a freshly built net is in train mode
+    net = harness_net(method, original)
+    outs = [unlearn_once(method, original, smoke.splits, s, net=net) for s in range(3)]
+    evaluate(outs[-1], smoke.splits)
+    assert all(o is net for o in outs) and len({c[0] for c in calls}) == 1
+    assert [c[2] for c in calls] == [True] * 3                # the original's weights before every call
+    assert [c[1] for c in calls] == [True, False, False]      # the mode the previous call left (net.eval())
+    net.train(); evaluate(net, smoke.splits)
+    assert net.training                                       # scoring leaves the mode as it found it
+
+
+def test_registered_method_gets_a_fresh_copy(smoke):
+    m = METHODS["finetune"]
+    assert harness_net(m, smoke.original) is None
+    out = unlearn_once(m, smoke.original, smoke.splits, 0)
+    assert out is not smoke.original and not out.training
+
+
+def test_another_architecture_is_refused(smoke):
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        return torch.nn.Linear(3, 2)
+    with pytest.raises(UserError, match="another architecture"):
+        unlearn_once(get_method(unlearning), smoke.original, smoke.splits, 0)
+
+
+def test_own_dataloader_order_is_reproducible_under_the_run_seed(smoke):
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        for sample in DataLoader(retain_loader.dataset, batch_size=64, shuffle=True):   # global RNG
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(sample["image"]), sample["age_group"]).backward()
+            opt.step()
+    m = get_method(unlearning)
+    w = [list(unlearn_once(m, smoke.original, smoke.splits, s).state_dict().values()) for s in (5, 5, 6)]
+    assert all(torch.equal(a, b) for a, b in zip(w[0], w[1]))
+    assert not all(torch.equal(a, b) for a, b in zip(w[0], w[2]))
+
+
+# --- user-code failures ---------------------------------------------------------------------------------
+def test_cli_starter_unchanged_then_a_raising_method_exit_2_own_frames_finished_chunks_cached(styles, tmp_path):
+    d, _, rows, _ = styles
+    starter, bad = write(tmp_path, "starter_copy", STARTER), write(tmp_path, "broken", RAISES)
+    r = subprocess.run([sys.executable, "-m", "obliviate.cli", "run", "--preset", "smoke", "-n", "4", "--device",
+                        "cpu", "-m", starter, "-m", bad, "--cache", str(d / "cache"), "--out", str(tmp_path / "o"),
+                        "--no-report", "--quiet"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "OBLIVIATE_DEBUG": ""})
+    assert r.returncode == 2
+    err = r.stderr
+    assert "method 'broken:unlearning' failed: RuntimeError: shape '[-1, 3, 7]' is invalid" in err
+    assert f'{tmp_path / "broken.py"}", line 11, in unlearning' in err and "helper(inputs)" in err
+    assert f'{tmp_path / "broken.py"}", line 6, in helper' in err and "x.view(-1, 3, 7)" in err
+    assert "obliviate" not in err.replace("OBLIVIATE_DEBUG", "") and "Traceback" not in err
+    assert "site-packages" not in err
+    assert not (tmp_path / "o").exists()                      # nothing half-written
+    # the starter ran unchanged from the CLI, and its chunk, finished before the failure, stays cached
+    board, _ = run(cfg(d / "cache", tmp_path / "o2", methods=[starter]))
+    assert board["rows"][1]["method"] == "starter_copy:unlearning"
+    assert board["rows"][1]["retain_acc"] == rows["finetune"]["retain_acc"]
+    assert plan_run(cfg(d / "cache", methods=[starter]), Store(d / "cache"), tmp_path / "o3").jobs == []
+
+
+def test_failure_travels_from_workers_as_a_value(tmp_path, smoke):
+    """What a spawned worker or a Ray task returns for a failing user method: a plain dict holding the one block
+    (run_job_safe), which the driver raises as the same UserError the CLI prints."""
+    from obliviate.execute import Context, run_job_safe
+    from obliviate.plan import Job, Population
+    bad = write(tmp_path, "broken", RAISES)
+    pop = Population("broken:unlearning", "method", "unlearn", "unlearn", method=bad)
+    ctx = Context(smoke.splits, smoke.preset, smoke.original.state_dict(), "cpu")
+    out = run_job_safe(ctx, Job(pop, [1, 2], "k"))
+    assert set(out) == {"__error__"} and isinstance(out["__error__"], str)
+    assert 'broken.py", line 11, in unlearning' in out["__error__"] and "protocol.py" not in out["__error__"]
+
+
+def test_sys_exit_inside_a_method_is_reported_not_obeyed(smoke):
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        sys.exit(3)
+    with pytest.raises(UserCodeError) as e:
+        unlearn_once(get_method(unlearning), smoke.original, smoke.splits, 0)
+    msg = str(e.value)
+    assert "sys.exit(3)" in msg and "in unlearning" in msg and "sys.exit(3)" in msg.splitlines()[-2]
+    assert "obliviate/protocol.py" not in msg
+
+
+def test_debug_keeps_the_full_traceback(smoke, monkeypatch):
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        raise ValueError("boom")
+    monkeypatch.setenv("OBLIVIATE_DEBUG", "1")
+    with pytest.raises(UserCodeError) as e:
+        unlearn_once(get_method(unlearning), smoke.original, smoke.splits, 0)
+    assert "ValueError: boom" in str(e.value) and "protocol.py" in str(e.value)
+
+
+def test_import_failure_shows_the_users_line(tmp_path):
+    f = tmp_path / "typo.py"
+    f.write_text("import torch\n\nLR = 1 / 0\n")
+    with pytest.raises(UserError) as e:
+        get_method(f"{f}:unlearning")
+    assert "ZeroDivisionError" in str(e.value) and 'typo.py", line 3' in str(e.value) and "LR = 1 / 0" in str(e.value)
+
+
+# --- hyperparameters a method cannot use ------------------------------------------------------------------
+def test_every_registered_default_passes_the_rules():
+    for name, m in METHODS.items():
+        validate_hparams(name, m.defaults)
+
+
+@pytest.mark.parametrize("method,hp,needs", [
+    ("finetune", "epochs=-1", ">= 0"), ("finetune", "lr=0", "> 0"), ("finetune", "lr=-0.001", "> 0"),
+    ("finetune", "lr=nan", "> 0"), ("finetune", "momentum=1", "[0, 1)"), ("finetune", "weight_decay=-1", ">= 0"),
+    ("bad_teacher", "retain_fraction=1.5", "[0, 1]"), ("bad_teacher", "temperature=0", "> 0"),
+    ("neggrad", "batch_size=0", ">= 1"), ("salun", "mask_ratio=-0.1", "[0, 1]"),
+    ("sebastian", "prune_amount=2", "[0, 1]"), ("noise_injection", "fine_lrs=0.1,0,0.1,0.1", "> 0"),
+])
+def test_unusable_hyperparameter_refused_before_any_work(tmp_path, method, hp, needs):
+    k, _, v = hp.partition("=")
+    with pytest.raises(UserError) as e:
+        run(cfg(tmp_path / "cache", tmp_path / "o", methods=[method], hp={k: v}))
+    assert f"hyperparameter {k}=" in str(e.value) and needs in str(e.value)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.*"))   # nothing trained
+
+
+# --- cache keys over the code -------------------------------------------------------------------------
+def test_edited_method_file_recomputes_untouched_stays_cached(styles):
+    d, specs, _, _ = styles
+    plan = lambda: [j.pop.name for j in plan_run(cfg(d / "cache", methods=[specs["tuple_style"], specs["noop"]]),
+                                                 Store(d / "cache"), d / "x").jobs]
+    assert plan() == []                                       # both cached by the styles run
+    f = Path(specs["tuple_style"].rpartition(":")[0])
+    f.write_text(f.read_text().replace("lr=0.001", "lr=0.002"))
+    try:
+        assert plan() == ["tuple_style:unlearning"]           # only the edited one is recomputed
+    finally:
+        f.write_text(TUPLE)
+    assert plan() == []
+
+
+def test_registered_key_covers_helpers_and_protocol_not_the_report(tmp_path, monkeypatch):
+    pkg = tmp_path / "obliviate"
+    shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "PACKAGE", pkg)
+    m = METHODS["finetune"]
+    base = codehash.code_fingerprint(m)
+    assert codehash.code_fingerprint(m) == base
+    for rel, changes in [("report/render.py", False), ("cli.py", False), ("methods/fanchuan.py", False),
+                         ("methods/common.py", True), ("models/layers.py", True), ("protocol.py", True),
+                         ("data/base.py", True), ("methods/finetune.py", True)]:
+        f = pkg / rel
+        old = f.read_text()
+        f.write_text(old + "\n# edited\n")
+        assert (codehash.code_fingerprint(m) != base) == changes, rel
+        f.write_text(old)
+    assert codehash.code_fingerprint(m) == base
+
+
+def test_a_helper_edit_reaches_the_plan(tmp_path, monkeypatch, styles):
+    d = styles[0]
+    pkg = tmp_path / "obliviate"
+    shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "PACKAGE", pkg)
+    jobs = lambda: [j.pop.name for j in plan_run(cfg(d / "cache", methods=["finetune"]), Store(d / "cache"),
+                                                 d / "x").jobs]
+    assert jobs() == []
+    (pkg / "methods" / "common.py").write_text((pkg / "methods" / "common.py").read_text() + "\n# edited\n")
+    assert jobs() == ["finetune"]
+
+
+# --- from Python, with a function object ----------------------------------------------------------------
+def test_python_api_with_a_function(styles, tmp_path):
+    import obliviate
+    d = styles[0]
+
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        opt = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+        net.train()
+        for sample in retain_loader:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(sample["image"]), sample["age_group"]).backward()
+            opt.step()
+        net.eval()
+
+    board = obliviate.run(preset="smoke", methods=[unlearning, "finetune"], n_models=4, cache=str(d / "cache"),
+                          out=str(tmp_path / "o"), device="cpu", report=False)
+    assert board == json.loads((tmp_path / "o" / "leaderboard.json").read_text())
+    rows = {r["method"]: r for r in board["rows"]}
+    assert rows["unlearning"]["retain_acc"] == rows["finetune"]["retain_acc"]   # the same fine-tuning
+    with pytest.raises(UserError, match="this process"):
+        obliviate.run(preset="smoke", methods=[unlearning], executor="ray", cache=str(d / "cache"))
+    with pytest.raises(UserError, match="no option"):
+        obliviate.run(preset="smoke", methods=[unlearning], n_model=4)
+
+
+def test_a_function_is_keyed_by_its_source():
+    def make(lr):
+        def unlearning(net, retain_loader, forget_loader, val_loader):
+            return lr
+        return unlearning
+
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        return None
+    a, b, c = register_callable(make(0.1)), register_callable(make(0.2)), register_callable(make(0.1))
+    assert a == c and a != b                                  # closed-over values count
+    assert register_callable(unlearning) not in (a, b)        # other source, other key
+    with pytest.raises(UserError, match="another process"):
+        get_method("python:unlearning#000000000000")
