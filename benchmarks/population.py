@@ -3,13 +3,17 @@
     python benchmarks/population.py                 # mlp, K=64: time both paths, check they agree, JSON line
     python benchmarks/population.py --model cnn     # the fashion preset's CNN (width 16) and recipe
     python benchmarks/population.py --quick         # K=16, < 60 s
-    python benchmarks/population.py --sweep         # per-model cost by chunk size and path (bmm/grouped vs vmap)
+    python benchmarks/population.py --sweep         # per-model cost by chunk size and path
     python benchmarks/population.py --full          # a real 512-model digits population: wall time, peak RSS
     python benchmarks/population.py --model cnn --data fashion --interleave 6   # paired rounds: robust to a noisy machine
+    python benchmarks/population.py --model resnet18 --width 8 --size 28 --interleave 4 --chunk 8 --threads 1
 
 The data is the digits preset's retain set (make_splits(load_source("digits"), preset.forget, seed=0)).
 --model cnn trains the fashion preset's CNN (width 16) with its recipe (10 epochs, lr 2e-3) on that 8x8 data;
 --data fashion uses the fashion preset's own data instead where its source is installed.
+--model resnet18 trains a ResNet-18 of --width (stem --stem) with the challenge's recipe (batch 64, Adam lr
+1e-4, cosine) for --epochs (default 1: the per-step cost is what is compared) on the fashion preset's
+4,000 training images at --size px (Fashion-MNIST 28x28, resized), or on digits where it is not installed.
 Timings: torch.set_num_threads(2) (--threads).
 """
 from __future__ import annotations
@@ -27,17 +31,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from obliviate.data import load_source, make_splits  # noqa: E402
+from obliviate.data import TensorSet, load_source, make_splits  # noqa: E402
 from obliviate.models import build_model  # noqa: E402
-from obliviate.population import _CHUNK, train_mlp, train_population, train_stacked, vmap_forward  # noqa: E402
-from obliviate.presets import PRESETS  # noqa: E402
+from obliviate.population import default_chunk, train_grouped, train_mlp, train_population  # noqa: E402
+from obliviate.presets import PRESETS, Recipe  # noqa: E402
 from obliviate.training import train_model  # noqa: E402
 
 
-def setup(model: str, data: str):
-    """(preset giving model, kwargs and recipe; splits of the `data` preset's source)."""
+def setup(model: str, data: str, resnet: dict | None = None):
+    """(preset giving model, kwargs and recipe; splits of the `data` preset's source). `resnet`: width,
+    stem, size, epochs of a ResNet-18 case on the fashion preset's data (at `size` px)."""
     preset, src = PRESETS["digits" if model == "mlp" else "fashion"], PRESETS[data]
-    raw = load_source(src.source, **src.source_kwargs)
+    kwargs = dict(src.source_kwargs)
+    if model == "resnet18":
+        preset = replace(preset, model="resnet18", recipe=Recipe(epochs=resnet["epochs"]),
+                         model_kwargs={"width": resnet["width"], "stem": resnet["stem"]})
+        if data == "fashion":
+            kwargs["size"] = resnet["size"]
+    raw = load_source(src.source, **kwargs)
     return preset, make_splits(raw, src.forget, seed=0, group_size=src.group_size, max_train=src.max_train)
 
 
@@ -100,7 +111,7 @@ def compare(preset, s, k: int, n_single: int) -> dict:
     agree = agreement(preset, s, pop, ref)
     print(f"{preset.model} on {s.in_shape}, {len(s.retain)} examples, {preset.recipe.epochs} epochs: "
           f"single {per_single * 1e3:.0f} ms/model (median of {n_single}), batched {per_batched * 1e3:.1f} ms/model "
-          f"(K={k}, chunk {_CHUNK[preset.model]}), max |diff| {diff:.2e}, test predictions agree {agree:.4f}", flush=True)
+          f"(K={k}, chunk {default_chunk(preset.model)}), max |diff| {diff:.2e}, test predictions agree {agree:.4f}", flush=True)
     check(diff, agree)
     return {"speedup": round(per_single / per_batched, 2), "models_per_second": round(1 / per_batched, 2),
             "seconds_per_model_single": round(per_single, 4), "seconds_per_model_batched": round(per_batched, 4),
@@ -111,7 +122,7 @@ def compare(preset, s, k: int, n_single: int) -> dict:
 def interleaved(preset, s, rounds: int, n_single: int, chunk=None) -> dict:
     """Paired rounds: one stacked chunk and `n_single` one-at-a-time models back to back, the order alternating,
     so a slow spell of the machine (measured: 1.4x one run, 0.84x the next, same command) hits both paths."""
-    chunk = chunk or _CHUNK[preset.model]
+    chunk = chunk or default_chunk(preset.model)
     warm_up(preset, s)
     ratios, per_b, per_s = [], [], []
     for r in range(rounds):
@@ -134,24 +145,25 @@ def interleaved(preset, s, rounds: int, n_single: int, chunk=None) -> dict:
             "speedup_max": round(max(ratios), 2), "rounds": rounds, "chunk": chunk, "n_single": n_single,
             "seconds_per_model_single": round(statistics.median(per_s), 4),
             "seconds_per_model_batched": round(statistics.median(per_b), 4), "model": preset.model,
-            "examples": len(s.retain)}
+            "model_kwargs": preset.model_kwargs, "in_shape": list(s.in_shape), "epochs": preset.recipe.epochs,
+            "examples": len(s.retain), "threads": torch.get_num_threads()}
 
 
 def sweep(preset, s) -> None:
     """Seconds per model (full recipe) by stack size K, for every exact path of the model type."""
     args = (preset.model_kwargs, s.in_shape, s.retain, preset.recipe, s.num_classes)
-    paths = {"stacked autograd": lambda seeds: train_stacked(preset.model, *args, seeds),
-             "vmap": lambda seeds: train_stacked(preset.model, *args, seeds, forward=vmap_forward)}
+    paths = {"grouped channels_last": lambda seeds: train_grouped(preset.model, *args, seeds),
+             "grouped contiguous": lambda seeds: train_grouped(preset.model, *args, seeds, channels_last=False)}
     if preset.model == "mlp":
-        paths = {"bmm by hand": lambda seeds: train_mlp(*args, seeds), **paths}
-    sizes = (4, 16, 64, 256, 512) if preset.model == "mlp" else (2, 4, 8, 16, 32)
+        paths = {"bmm by hand": lambda seeds: train_mlp(*args, seeds), "grouped autograd": paths["grouped contiguous"]}
+    sizes = (4, 16, 64, 256, 512) if preset.model == "mlp" else (2, 4, 8, 16, 32) if preset.model == "cnn" else (4, 8, 16)
     warm_up(preset, s)
     t = time.perf_counter(); single(preset, s, 0); single(preset, s, 1); one = (time.perf_counter() - t) / 2
     print(f"one at a time: {one * 1e3:.0f} ms/model", flush=True)
     for k in sizes:
         row = []
         for name, train in paths.items():
-            if name == "vmap" and k > 64:
+            if name == "grouped autograd" and k > 64:
                 continue
             t = time.perf_counter(); train(list(range(k))); per = (time.perf_counter() - t) / k
             row.append(f"{name} {per * 1e3:.0f} ms/model ({one / per:.1f}x)")
@@ -170,7 +182,7 @@ def full(preset, s, chunk=None) -> dict:
     print(f"512 {preset.model} models batched: {wall:.1f} s, peak RSS {peak_mb:.0f} MB, "
           f"max |diff| vs one-at-a-time (seeds 0, 511) {diff:.2e}", flush=True)
     check(diff, agree)
-    return {"n_models": 512, "chunk": chunk or _CHUNK[preset.model], "wall_seconds": round(wall, 1),
+    return {"n_models": 512, "chunk": chunk or default_chunk(preset.model), "wall_seconds": round(wall, 1),
             "peak_rss_mb": round(peak_mb), "models_per_second": round(512 / wall, 1), "max_abs_diff": diff,
             "test_prediction_agreement": agree}
 
@@ -178,9 +190,14 @@ def full(preset, s, chunk=None) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, default=64, help="population size for the comparison")
-    ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
-    ap.add_argument("--data", choices=["digits", "fashion"], default="digits",
-                    help="cnn only: the fashion preset's data when its source loads")
+    ap.add_argument("--model", choices=["mlp", "cnn", "resnet18"], default="mlp")
+    ap.add_argument("--width", type=int, default=8, help="resnet18 only: stage widths w, 2w, 4w, 8w")
+    ap.add_argument("--stem", choices=["imagenet", "cifar"], default="imagenet", help="resnet18 only")
+    ap.add_argument("--size", type=int, default=28, help="resnet18 only: image size of the fashion data")
+    ap.add_argument("--epochs", type=int, default=1, help="resnet18 only: epochs of the challenge recipe")
+    ap.add_argument("--examples", type=int, default=None, help="train on the first N retain examples only")
+    ap.add_argument("--data", choices=["digits", "fashion"], default=None,
+                    help="cnn, resnet18: the fashion preset's data when its source loads (resnet18's default)")
     ap.add_argument("--single", type=int, default=None, help="how many one-at-a-time runs to time (default: all k)")
     ap.add_argument("--quick", action="store_true", help="K=16, 8 one-at-a-time runs (< 60 s)")
     ap.add_argument("--sweep", action="store_true", help="ms/model by stack size and path, short runs")
@@ -191,13 +208,17 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    a.data = a.data or ("fashion" if a.model == "resnet18" else "digits")
+    resnet = {"width": a.width, "stem": a.stem, "size": a.size, "epochs": a.epochs}
     try:
-        preset, s = setup(a.model, a.data)
+        preset, s = setup(a.model, a.data, resnet)
     except Exception as e:                                     # the fashion source or its files are not here
         if a.data == "digits":
             raise
         print(f"fashion data not available ({e}); using digits", flush=True)
-        preset, s = setup(a.model, "digits")
+        preset, s = setup(a.model, "digits", resnet)
+    if a.examples:
+        s = replace(s, retain=TensorSet(s.retain.x[:a.examples], s.retain.y[:a.examples]))
     if a.full:
         print(json.dumps(full(preset, s, a.chunk)))
         return

@@ -30,7 +30,7 @@ from torch import nn
 from .data import TensorSet, class_weights
 from .models import build_model
 from .presets import Recipe
-from .training import batch_bounds, cosine_lr, make_generator, train_model
+from .training import batch_bounds, check_keep_best, cosine_lr, make_generator, train_model
 
 # Models trained stacked, and how many at once by default (benchmarks/population.py --sweep / --full --chunk,
 # 2 cores). mlp, hand-written bmm: 21-31 ms/model for K=64..512 (~17x one at a time); a 512-model digits
@@ -54,24 +54,29 @@ def default_chunk(model_name: str) -> int:
 
 
 def train_population(model_name: str, model_kwargs: dict, in_shape, data: TensorSet, recipe: Recipe,
-                     num_classes: int, seeds: list[int], *, chunk: int | None = None) -> list[dict[str, torch.Tensor]]:
-    """One CPU state_dict per seed, as K one-at-a-time `train_model` runs give, trained `chunk` at a time."""
+                     num_classes: int, seeds: list[int], *, chunk: int | None = None, val: TensorSet | None = None,
+                     keep_best_from_epoch: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """One CPU state_dict per seed, as K one-at-a-time `train_model` runs give (val and keep_best_from_epoch
+    as there: each model keeps its own best epoch), trained `chunk` at a time."""
     seeds = [int(s) for s in seeds]
-    kw = dict(model_kwargs or {})
+    kw, best = dict(model_kwargs or {}), {"val": val, "keep_best_from_epoch": keep_best_from_epoch}
+    check_keep_best(recipe, val, keep_best_from_epoch)
     if not population_supports_batching(model_name):
-        return [_one(model_name, kw, in_shape, data, recipe, num_classes, s) for s in seeds]
+        return [_one(model_name, kw, in_shape, data, recipe, num_classes, s, best) for s in seeds]
     chunk = max(1, int(chunk or default_chunk(model_name)))
     out: list = []
     for i in range(0, len(seeds), chunk):
         part = seeds[i:i + chunk]
-        out += (train_mlp(kw, in_shape, data, recipe, num_classes, part) if model_name == "mlp" else
-                train_grouped(model_name, kw, in_shape, data, recipe, num_classes, part))
+        # the hand-written MLP path does not evaluate between epochs; keeping the best epoch goes by autograd
+        out += (train_mlp(kw, in_shape, data, recipe, num_classes, part) if model_name == "mlp" and
+                keep_best_from_epoch is None else
+                train_grouped(model_name, kw, in_shape, data, recipe, num_classes, part, **best))
     return out
 
 
-def _one(model_name, kw, in_shape, data, recipe, num_classes, seed) -> dict:
+def _one(model_name, kw, in_shape, data, recipe, num_classes, seed, best) -> dict:
     model = build_model(model_name, in_shape, num_classes, seed=seed, **kw).to(data.x.device)
-    train_model(model, data, recipe, num_classes, seed=seed)
+    train_model(model, data, recipe, num_classes, seed=seed, **best)
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
@@ -230,7 +235,8 @@ def split_group(net: nn.Module, shapes: dict, K: int) -> list[dict]:
 
 
 def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num_classes: int, seeds, *,
-                  channels_last: bool = True) -> list[dict]:
+                  channels_last: bool = True, val: TensorSet | None = None,
+                  keep_best_from_epoch: int | None = None) -> list[dict]:
     """K models as one grouped network (`group_model`), autograd, one fused Adam; each model's batch of
     the step is laid side by side in channels, [B, K*C, H, W], so every BatchNorm sees its own model's
     batch only. channels_last: mkldnn's grouped conv and max-pool vectorise over the K*C channels (measured,
@@ -243,7 +249,9 @@ def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num
     fmt = torch.channels_last if channels_last and len(in_shape) == 3 else torch.contiguous_format
     net = net.to(memory_format=fmt).train()
     weight, opt = _weights(data, recipe, num_classes), _adam(list(net.parameters()), recipe)
-    for lr, idx in _batches(len(data), recipe, seeds, device):
+    per_epoch = len(batch_bounds(len(data), recipe.batch_size))
+    best_acc, best = torch.full((K,), -1, device=device), [None] * K
+    for step, (lr, idx) in enumerate(_batches(len(data), recipe, seeds, device), 1):
         B = idx.shape[1]
         x = data.x[idx].transpose(0, 1).flatten(1, 2).contiguous(memory_format=fmt)   # [B, K*C, ...]
         y = data.y[idx]                                                               # [K, B]
@@ -255,7 +263,28 @@ def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return split_group(net.eval(), shapes, K)
+        if keep_best_from_epoch is not None and step % per_epoch == 0 and step // per_epoch >= keep_best_from_epoch:
+            acc = _grouped_correct(net, val, K, fmt)                              # train_model's rule, per model
+            better = (acc > best_acc).tolist()
+            if any(better):
+                states = split_group(net, shapes, K)
+                best = [st if b else old for st, b, old in zip(states, better, best)]
+                best_acc = torch.maximum(acc, best_acc)
+            net.train()
+    final = split_group(net.eval(), shapes, K)
+    return [b if b is not None else f for b, f in zip(best, final)]
+
+
+@torch.no_grad()
+def _grouped_correct(net: nn.Module, val: TensorSet, K: int, fmt, batch: int = 1024) -> torch.Tensor:
+    """Correct predictions on `val` of each of the K grouped models (eval mode): [K]."""
+    net.eval()
+    correct = torch.zeros(K, dtype=torch.long, device=val.y.device)
+    for i in range(0, len(val), batch):
+        x, y = val.x[i:i + batch], val.y[i:i + batch]
+        x = x.repeat(1, K, *[1] * (x.dim() - 2)).contiguous(memory_format=fmt)   # every model sees the batch
+        correct += (net(x).view(len(y), K, -1).argmax(2) == y[:, None]).sum(0)
+    return correct
 
 
 def _unstack(params: dict, K: int) -> list[dict]:

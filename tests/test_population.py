@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from obliviate.data import TensorSet, load_source, make_splits
+from obliviate.errors import UserError
 from obliviate.models import build_model
 from obliviate.population import (default_chunk, group_model, load_group, population_supports_batching, split_group,
                                   train_population)
@@ -138,3 +139,31 @@ def test_group_model_refuses_layers_it_cannot_split():
         group_model(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)), 2)
     with pytest.raises(ValueError, match="LayerNorm"):
         group_model(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)), 2)
+
+
+def test_keep_best_epoch_alike_in_both_paths_and_picks_the_best(digits):
+    """keep_best_from_epoch: each model returns its best-validation epoch's weights. On a validation set
+    whose labels are shifted by one, accuracy falls as the model learns, so the best is an early epoch."""
+    p, s = digits
+    recipe, kw, seeds = replace(p.recipe, epochs=6), p.model_kwargs, [1, 2]
+    shifted = TensorSet(s.val.x, (s.val.y + 1) % s.num_classes)
+    args = ("mlp", kw, s.in_shape, s.retain, recipe, s.num_classes, seeds)
+    pop = train_population(*args, val=shifted, keep_best_from_epoch=2)
+    last = train_population(*args, val=shifted, keep_best_from_epoch=6)    # only the last epoch is eligible
+    model = build_model("mlp", s.in_shape, s.num_classes, **kw).eval()
+
+    def acc(state, val):
+        model.load_state_dict(state)
+        return (model(val.x).argmax(1) == val.y).float().mean().item()
+    for seed, sd, sd_last in zip(seeds, pop, last):
+        plain = single("mlp", kw, s, s.retain, recipe, seed)
+        ref = build_model("mlp", s.in_shape, s.num_classes, seed=seed, **kw)
+        ref = train_model(ref, s.retain, recipe, s.num_classes, seed, val=shifted, keep_best_from_epoch=2)
+        assert max_diff(sd, ref.state_dict()) < ATOL and max_diff(sd_last, plain) < ATOL
+        assert max_diff(sd, plain) > 1e-3 and acc(sd, shifted) > acc(plain, shifted)
+        assert acc(sd, s.val) < acc(plain, s.val)                            # an earlier, weaker model
+    for bad in (0, 7):
+        with pytest.raises(UserError, match="keep_best_from_epoch"):
+            train_population(*args, val=shifted, keep_best_from_epoch=bad)
+    with pytest.raises(ValueError, match="validation set"):
+        train_population(*args, keep_best_from_epoch=2)
