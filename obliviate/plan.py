@@ -23,7 +23,7 @@ import torch
 
 from .data import Splits, load_source, make_splits
 from .errors import UserError
-from .methods import get_method
+from .methods import canonical_name, expand_method_names, get_method
 from .presets import Preset, get_preset
 from .store import Store, content_key
 from .training import resolve_device
@@ -115,21 +115,14 @@ def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
     """One Population per requested method: names expanded, hyperparameters resolved (tuned values, then
     --hp overrides), and the code fingerprint that goes into every key."""
     tuned = (store or Store(default_cache_path(cfg))).load_hp_preset(cfg.hp_preset, cfg.preset) if cfg.hp_preset else {}
-    names = []
-    for m in cfg.methods:
-        if m == "all":
-            from .methods import METHODS
-            names += sorted(METHODS)
-        else:
-            names += [x for x in m.split(",") if x] if ".py:" not in m else [m]
-    names = list(dict.fromkeys(names))
+    names = expand_method_names(cfg.methods)      # "all", "winners", comma lists, aliases -> canonical names
     used, pops = set(), []
     for name in names:
         method = get_method(name)
         mine = dict(tuned.get(name, {}))
         for k, v in cfg.hp.items():
             scope, _, hk = k.rpartition(".")
-            if (scope in ("", name)) and hk in method.defaults:
+            if (scope == "" or canonical_name(scope) == name) and hk in method.defaults:   # an alias scopes too
                 mine[hk] = v; used.add(k)
         hp = method.resolve(mine)
         pops.append(Population(method.name, "method", "unlearn", "unlearn", method=name, hparams=hp,

@@ -148,6 +148,14 @@ def test_forget_reinitialises_exactly_the_layers_it_drew(resnet_case, monkeypatc
     assert torch.equal(out.fc.weight, net.fc.weight)
 
 
+def test_forget_noise_follows_the_pixel_scale():
+    from obliviate.methods.forget import noise_sigma
+    x = torch.rand(64, 3, 8, 8)
+    assert noise_sigma(x, 0.1) == pytest.approx(0.1 * float(x.max() - x.min()))      # ~0.1 on [0, 1] images
+    assert noise_sigma(255 * x, 0.1) == pytest.approx(255 * noise_sigma(x, 0.1))
+    assert noise_sigma((x - 0.5) / 0.25, 0.1) == pytest.approx(4 * noise_sigma(x, 0.1))  # standardised
+
+
 def test_toshi_k_population_holds_the_blend():
     share = get_method("toshi_k").defaults["share_a"]
     assert share == pytest.approx(246 / 512)
