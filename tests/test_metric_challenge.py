@@ -131,6 +131,17 @@ def test_speed_constants_do_not_change_results(monkeypatch):
     np.testing.assert_array_equal(metrics.example_epsilons(U, R), want)
 
 
+def test_a_round_with_single_blocks_but_no_double_blocks():
+    # Found by the interval code on a synthetic 32-model run: after the dive, only single-threshold blocks
+    # beat the best, so the batch held no double block (an empty array's reshape raised IndexError).
+    u = [0.02, -0.42, 0.49, 0.82, -0.28, 1.32, 0.47, 1.91, -0.11, -0.18, 1.04, 2.5, 0.71, 0.53, 0.76, 0.66, 3.11,
+         0.82, 0.68, 1.69, 1.36, 0.96, 0.74, 0.61, 1.35, -0.96, 0.36, 1.09, 1.51, -0.33, 1.46, 0.5]
+    r = [1.6, 0.96, 1.03, -0.58, 1.57, 0.56, 1.02, 2.51, 0.26, 1.5, 0.2, 2.46, 0.69, -2.24, 0.96, 1.65, 0.45, -0.12,
+         -0.1, -0.65, 2.8, 1.78, 1.76, -0.01, 1.93, 1.44, 1.5, 0.53, 0.59, 0.97, 0.0, 0.09]
+    U, R = np.array(u)[:, None], np.array(r)[:, None]
+    np.testing.assert_array_equal(metrics.example_epsilons(U, R), reference_epsilons(U, R))
+
+
 def test_large_magnitudes_take_the_exhaustive_path_and_stay_exact():
     rng = np.random.default_rng(5)
     U = 2e6 + rng.integers(0, 5, (6, 3)).astype(float)

@@ -205,7 +205,7 @@ def _search(us, rs, pos_is_u, p_is_u):
             fp = np.maximum(0, aq[rows][..., None] - (sl - bp))
             fn = n_p[e3] - np.maximum(0, ap[rows][..., None] - bp)
             vals = tab[at(off_d, e3) + fp * at(wid_d, e3) + fn]
-            np.maximum.at(best, be, vals.reshape(be.size, j[0].size).max(axis=1, initial=-np.inf))
+            np.maximum.at(best, be, vals.reshape(be.size, -1 if be.size else 0).max(axis=1, initial=-np.inf))
 
     # Dive: evaluate the most promising single block and the most promising double path (best top
     # block -> best child -> best 2 bottom blocks) first; a good best makes the broad pruning sharp.
