@@ -159,12 +159,19 @@ def read_table(path: Path = TABLE) -> list[dict]:
 
 
 def append_row(row: dict, path: Path = TABLE) -> None:
-    """Append atomically: the table is rewritten beside itself and renamed, never left half-written."""
-    text = (path.read_text() if path.exists() else "") + json.dumps(row, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Append atomically: the table is rewritten beside itself and renamed, never left half-written; a
+    lock on the table's folder serialises two study processes appending at once."""
+    import fcntl
+    lock = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = (path.read_text() if path.exists() else "") + json.dumps(row, sort_keys=True) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        os.close(lock)                       # releases the lock
 
 
 def done(table: list, cid: str, n: int, rec: dict) -> bool:
