@@ -16,9 +16,10 @@ Algorithm:
 Write-up vs port, and our choices:
   * Which convs. The write-up noises every conv layer; the port's `vision_confuser` noises the top-level
     children whose name contains "conv", which on torchvision's ResNet-18 is the stem conv1 alone. Default
-    `noise_layers="all"` (write-up); "stem" is the port's. Scale caveat: 0.6 is ~10-30x the std of a
-    ResNet-18 conv's weights, so on every conv the original's filters survive only as a small mean shift
-    under BatchNorm; the port's stem-only reading is what scored 0.0885 if the port reproduces the notebook.
+    `noise_layers="all"` (write-up); "stem" is the port's. Scale caveat: 0.6 is 10-29x the weight std of
+    ResNet-18's stem and block convs at torchvision's init (5-10x for the shortcuts; measured), so on every
+    conv the original's filters survive only as a small mean shift under BatchNorm; the port's stem-only
+    reading is what scored 0.0885, if the port reproduces the notebook.
   * Class weights. Write-up: weight 1 for class 0 and 0.05 for every other class, "to give more importance
     to the majority class Class0" of the face-age data. On other data we read it as its stated reason: 1
     for the retain set's most frequent class, 0.05 for the others (`class_weights="majority"`); on the
