@@ -62,13 +62,13 @@ def parse_hp(items) -> dict:
 
 
 def leaderboard_table(board: dict) -> Table:
-    from .write import COLUMNS, fmt, row_label
+    from .write import COLUMNS, cell, row_label
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}")
     for c in COLUMNS:
         t.add_column(c, justify="left" if c == "method" else "right")
     for r in board["rows"]:
         style = {"ceiling": "green", "floor": "red"}.get(r["role"], "yellow" if r.get("over_budget") else None)
-        t.add_row(row_label(r), *[fmt(c, r[c]) for c in COLUMNS[1:]], style=style)
+        t.add_row(row_label(r), *[cell(r, c) for c in COLUMNS[1:]], style=style)
     return t
 
 
@@ -89,6 +89,7 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
                                                            "for small CPU models at N >= 32)"),
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)"),
         budget: float = typer.Option(0.2, help="compute budget per unlearning run, as a fraction of one retraining"),
+        confidence: float = typer.Option(0.95, help="interval level of F, score and ranks (docs/intervals.md)"),
         hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="hyperparameters saved by `tune`"),
         report: bool = typer.Option(True, "--report/--no-report", help="write report.html at the end"),
         pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale",
@@ -97,10 +98,13 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Run the benchmark: original, oracle population, each method's population, leaderboard."""
     from .runner import RunConfig, run as run_protocol
+    if not 0 < confidence < 1:
+        raise UserError(f"--confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}.")
     cfg = RunConfig(preset=preset, methods=method, forget=forget, n_models=n_models, seed=seed, device=device,
                     out=str(out) if out else None, cache=str(cache) if cache else None,
                     data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor, workers=workers,
-                    address=address, budget=budget, report=report, hp_preset=hp_preset, pixel_scale=pixel_scale)
+                    address=address, budget=budget, report=report, hp_preset=hp_preset, pixel_scale=pixel_scale,
+                    confidence=confidence)
     board, out_dir = run_protocol(cfg, progress=None if quiet else RichProgress())
     if not quiet:
         console.print(leaderboard_table(board))
@@ -190,11 +194,28 @@ def report(run_dir: Path):
 
 @app.command()
 def compare(run_dirs: List[Path], metric: List[str] = typer.Option([], "--metric"),
-            markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table")):
-    """One table of the chosen metrics across runs."""
+            markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table"),
+            confidence: Optional[float] = typer.Option(None, help="one run: interval level (default: the run's)")):
+    """One run: which differences are real (intervals, rank intervals, P(beats)). Several runs: one table of
+    the chosen metrics across them."""
     from .report import compare_runs
-    text = compare_runs(run_dirs, metrics=metric or None, markdown=markdown)
+    if len(run_dirs) == 1 and not metric:
+        from .report.significance import pairwise_table
+        text = pairwise_table(run_dirs[0], confidence=confidence, markdown=markdown)
+    else:
+        text = compare_runs(run_dirs, metrics=metric or None, markdown=markdown)
     print(text) if markdown else console.print(text)
+
+
+@app.command()
+def nstudy(run_dir: Path, confidence: float = typer.Option(0.95, help="interval level"),
+           draws: int = typer.Option(100, help="subsamples per model count")):
+    """How many models does the comparison need: F per method at n = 8, 16, ..., N models from RUN_DIR's
+    stored populations (no retraining), with intervals and rank stability; writes RUN_DIR/nstudy.*."""
+    from .report.significance import nstudy_table, write_nstudy
+    study, paths = write_nstudy(run_dir, confidence=confidence, draws=draws)
+    console.print(nstudy_table(study))
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 def main():

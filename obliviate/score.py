@@ -17,6 +17,7 @@ import torch
 
 from . import __version__
 from .metrics import challenge_score, example_epsilons, points
+from .metrics.resample import annotate_rows
 from .plan import Plan
 
 ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
@@ -42,6 +43,8 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float) -> list[di
         row.update(_extra_metrics(u, ref))
         rows.append(row)
     rows.sort(key=lambda r: (ROLE_ORDER[r["role"]], -r["score"]))
+    # intervals, P(beats finetune / the next method) and rank intervals: paired half-sampling of models
+    annotate_rows(rows, populations, confidence=plan.cfg.confidence, seed=plan.cfg.seed)
     return rows
 
 
@@ -70,6 +73,7 @@ def score(plan: Plan, populations: dict, retrain_seconds: float, workers: int, t
             "device": plan.device.type, "executor": cfg.executor, "workers": workers,
             "retrain_seconds": retrain_seconds,
             "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
-            "hp_preset": cfg.hp_preset, "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
+            "hp_preset": cfg.hp_preset, "confidence": cfg.confidence,
+            "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
             "preset_record": plan.preset.describe(),
             "rows": score_rows(plan, populations, retrain_seconds)}

@@ -25,6 +25,12 @@ def fmt(key, value) -> str:
     return str(value)
 
 
+def cell(row, key) -> str:
+    """fmt of row[key], with its interval when the row has one: F and score as "0.1834 (0.161–0.210)"."""
+    ci = row.get(f"{key}_ci") if key in ("forgetting_quality", "score") else None
+    return fmt(key, row[key]) + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+
 def row_label(row) -> str:
     tag = {"ceiling": " (ceiling)", "floor": " (floor)"}.get(row["role"], "")
     return f"{row['method']}{tag}{' [over budget]' if row.get('over_budget') else ''}"
@@ -33,14 +39,24 @@ def row_label(row) -> str:
 def leaderboard_markdown(board: dict) -> str:
     head = (f"# Leaderboard: {board['preset']} (forget {board['forget']}, N = {board['n_models']}, "
             f"seed {board['seed']})\n\n")
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    ranked = any(r.get("rank_ci") for r in board["rows"])
+    extra = ["rank (interval)", "P(> next)"] if ranked else []
+    lines = ["| " + " | ".join(list(COLUMNS) + extra) + " |", "|" + "---|" * (len(COLUMNS) + len(extra))]
     for r in board["rows"]:
-        cells = [row_label(r)] + [fmt(c, r[c]) for c in COLUMNS[1:]]
+        cells = [row_label(r)] + [cell(r, c) for c in COLUMNS[1:]]
+        if ranked:
+            rk, p = r.get("rank_ci"), r.get("p_beats_next")
+            cells += [f"{r['rank']} ({rk[0]}–{rk[1]})" if rk else "", f"{p:.2f}" if p is not None else ""]
         lines.append("| " + " | ".join(cells) + " |")
     foot = (f"\n\nScored against a population of {board['n_models']} retrained models; `oracle` is a second "
             f"retrained population (the best any method can do), `original` is no unlearning. `cost` = mean "
             f"unlearning time / one retraining ({board['retrain_seconds']:.3f} s); budget "
             f"{board['budget'] if board['budget'] is not None else 'none'}.\n")
+    if any(r.get("score_ci") for r in board["rows"]):
+        conf = board.get("confidence") or 0.95
+        foot += (f"\nIn brackets: {100 * conf:g}% intervals over redraws of both populations' models (paired "
+                 f"half-sampling, docs/intervals.md); rank (interval) among the methods; P(> next): the share of "
+                 f"draws in which a method outscores the method ranked just below it.\n")
     return head + "\n".join(lines) + foot
 
 

@@ -251,3 +251,61 @@ def accuracy_bars(groups: list) -> Figure:
         fig.legend(handles, [h.get_label() for h in handles], loc="outside upper center", ncols=3,
                    frameon=False)                       # columns: retain, test, forget; rows: bars, lines
     return fig
+
+
+def render_svg(fig: Figure) -> bytes:
+    """SVG bytes of a figure (text kept as text: searchable, sharp at any size)."""
+    out = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "obliviate"}):   # hashsalt: stable ids
+        fig.savefig(out, format="svg", metadata={"Date": None})
+    return out.getvalue()
+
+
+NSTUDY_SHOWN = 5    # methods drawn in colour: the top ones by full-N score (plus finetune); the rest in grey
+
+
+def nstudy(study: dict) -> Figure:
+    """F against the number of models per population, with intervals; the ceiling; rank stability."""
+    sizes = np.asarray(study["sizes"], dtype=float)
+    roles = study["roles"]
+    rows = study["rows"]
+    methods = sorted((k for k in rows if roles.get(k, "method") == "method"), key=lambda k: -rows[k]["score"][-1])
+    shown = methods[:NSTUDY_SHOWN] + [k for k in methods[NSTUDY_SHOWN:] if k == "finetune"]
+    pct = f"{100 * study['confidence']:g}%"
+    palette = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    with matplotlib.rc_context(RC):
+        fig = new_figure(12.0, 4.6)
+        ax, bx = fig.subplots(1, 2, width_ratios=[2.2, 1])
+        for k in methods[NSTUDY_SHOWN:]:
+            if k not in shown:
+                ax.plot(sizes, rows[k]["f"], color="#c8c8c8", linewidth=0.8, zorder=1)
+        styles = [(k, palette[i % len(palette)], "-", "o") for i, k in enumerate(shown)]
+        styles += [(k, ROLE_STYLE[roles[k]][0], "--" if roles[k] == "ceiling" else ":", ROLE_STYLE[roles[k]][1])
+                   for k in rows if roles.get(k) in ("ceiling", "floor")]
+        for k, color, ls, marker in styles:
+            f = np.asarray(rows[k]["f"])
+            ci = np.asarray(rows[k]["f_ci"], dtype=float)
+            label = k + {"ceiling": " (ceiling)", "floor": " (floor)"}.get(roles.get(k, "method"), "")
+            ax.fill_between(sizes, ci[:, 0], ci[:, 1], color=color, alpha=0.13, linewidth=0, zorder=2)
+            ax.plot(sizes, f, color=color, linestyle=ls, marker=marker, markersize=4, label=label, zorder=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(int(n)) for n in sizes])
+        ax.set_xlabel("models per population (n)")
+        ax.set_ylabel("forgetting quality F")
+        ax.set_title(f"F with n models (bands: {pct} of draws; grey: other methods)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", frameon=False, fontsize=8)
+        rho = np.array([np.nan if r is None else r for r in study["rho"]], dtype=float)
+        rci = np.array([[np.nan, np.nan] if c is None else c for c in study["rho_ci"]], dtype=float)
+        bx.fill_between(sizes, rci[:, 0], rci[:, 1], color="#444444", alpha=0.15, linewidth=0)
+        bx.plot(sizes, rho, color="#444444", marker="o", markersize=4)
+        bx.axhline(1.0, color="#2ca02c", linestyle="--", linewidth=0.9)
+        bx.set_xscale("log", base=2)
+        bx.set_xticks(sizes, [str(int(n)) for n in sizes])
+        bx.set_ylim(min(-0.05, float(np.nanmin(rci)) - 0.05) if np.isfinite(rci).any() else -0.05, 1.05)
+        bx.set_xlabel("models per population (n)")
+        bx.set_ylabel("Spearman rho with the full-N ranking")
+        bx.set_title("Does the ranking hold with fewer models?")
+        bx.grid(True, alpha=0.3)
+        fig.suptitle(f"N-study of {study.get('run')}: how many models the comparison needs", fontsize=11)
+    return fig

@@ -1,0 +1,259 @@
+"""How much would F and the score move under another draw of models? Intervals, P(A beats B), ranks.
+
+The randomness of a leaderboard figure is the draw of models: N retrained models (the reference every
+row shares) and N models per row. We estimate it by HALF-SAMPLING both populations: each draw keeps
+m = N // 2 models of every population, without replacement, and recomputes F and the score with the
+full-N points function (M = ceil(ln(N - 1)) of the real run). For a mean, the spread of a half-sample
+statistic around the full sample equals the spread of the full statistic around the truth
+(Var = sigma^2/m * (N - m)/(N - 1) ~ sigma^2/N at m = N/2; McCarthy's half-sampling); deviations are
+rescaled by sqrt(m / (N - m)) (1 at even N) for the general m.
+
+Why not the bootstrap (N draws WITH replacement): duplicated models shrink ranges (the peakiness rule
+fires more) and make threshold counts jump in steps of the multiplicity, so bootstrap epsilons are not
+draws of the same statistic; measured in docs/intervals.md (benchmarks/intervals.py): bootstrap
+percentile intervals cover far below the nominal rate, half-sampling reaches it. Half-sampling is also
+3x cheaper (fewer models per draw; 0.16 vs 0.54 ms per example at N = 512).
+
+The resampled F sits at another level than the full-N F (fewer models: noisier epsilons), so only
+its DEVIATIONS are used: every draw is re-centred on the run's own estimate,
+    F_b' = F_hat + c * (F_b - mean_b F_b),     c = sqrt(m / (N - m)),
+and intervals are percentiles of F_b' (clipped to [0, 1]; scores to >= 0). P(A beats B) is the share
+of draws with score_A' > score_B' (ties count half), and a rank interval the percentiles of each
+method's rank among the methods over the draws. Draws are PAIRED: the retrained indices of draw b are
+shared by every row, so differences between rows do not pay the reference's noise twice.
+
+Speed: a draw of one row is E more columns for example_epsilons (its search is vectorised over
+columns), so each row is ONE call on [m, draws * E]; nothing models x thresholds is built.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .challenge import example_epsilons, points
+
+DRAWS = 200           # half-samples per run: the 2.5% tail rests on 5 draws; measured coverage in docs/intervals.md
+CONFIDENCE = 0.95
+
+
+def half_indices(n: int, draws: int, rng: np.random.Generator, m: int | None = None) -> np.ndarray:
+    """[draws, m] sorted indices: each row m = n // 2 (or m) distinct models out of n."""
+    m = n // 2 if m is None else m
+    return np.sort(np.argsort(rng.random((draws, n)), axis=1)[:, :m], axis=1)
+
+
+def draw_qualities(conf_u, conf_r, iu, ir, num_models: int) -> np.ndarray:
+    """F of every draw b: the unlearned models iu[b] against the retrained models ir[b]; [draws].
+
+    conf_u [Nu, E], conf_r [Nr, E]; iu [draws, mu], ir [draws, mr]; points use num_models (the run's N).
+    """
+    conf_u, conf_r = np.asarray(conf_u, np.float64), np.asarray(conf_r, np.float64)
+    draws, e = iu.shape[0], conf_u.shape[1]
+    u = conf_u[iu].transpose(1, 0, 2).reshape(iu.shape[1], draws * e)   # column b * E + j: draw b, example j
+    r = conf_r[ir].transpose(1, 0, 2).reshape(ir.shape[1], draws * e)
+    return points(example_epsilons(u, r), num_models).reshape(draws, e).mean(axis=1)
+
+
+def _seed_seq(seed: int, name: str) -> np.random.Generator:
+    """A generator per (run seed, row name): a row's draws do not depend on which other rows exist."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, *name.encode()])
+
+
+def board_draws(populations: dict, reference: str = "retrained", rows=None, seed: int = 0, draws: int = DRAWS,
+                m: int | None = None) -> dict:
+    """Re-centred draws of F and score for every row: {name: {"f": [draws], "score": [draws]}}, plus point
+    estimates {"f_hat", "score_hat"}.
+
+    populations: {name: {"conf": [N, E], "retain_acc": [N], "test_acc": [N], ...}} including `reference`;
+    rows: the row names (default: every population but the reference). Deterministic under `seed`.
+    """
+    ref = populations[reference]
+    rows = [k for k in populations if k != reference] if rows is None else list(rows)
+    n_ref = ref["conf"].shape[0]
+    ir = half_indices(n_ref, draws, _seed_seq(seed, "/" + reference), m)
+    ref_retain, ref_test = np.asarray(ref["retain_acc"], float), np.asarray(ref["test_acc"], float)
+    ratio_ref = ref_retain[ir].mean(axis=1) * ref_test[ir].mean(axis=1)        # [draws] denominators
+    out = {}
+    for name in rows:
+        pop = populations[name]
+        n_u = pop["conf"].shape[0]
+        iu = half_indices(n_u, draws, _seed_seq(seed, name), m)
+        f_b = draw_qualities(pop["conf"], ref["conf"], iu, ir, n_ref)
+        acc_u = np.asarray(pop["retain_acc"], float), np.asarray(pop["test_acc"], float)
+        s_b = f_b * acc_u[0][iu].mean(axis=1) * acc_u[1][iu].mean(axis=1) / ratio_ref
+        f_hat, s_hat = _point(pop, ref)                                         # the leaderboard's own figures
+        mm = iu.shape[1]
+        c = np.sqrt(mm / max(n_u - mm, 1))                                       # 1 at even N
+        out[name] = {"f_hat": f_hat, "score_hat": s_hat,
+                     "f": f_hat + c * (f_b - f_b.mean()), "score": s_hat + c * (s_b - s_b.mean())}
+    return out
+
+
+def interval(values: np.ndarray, confidence: float = CONFIDENCE, lo: float = 0.0, hi: float = np.inf) -> list:
+    """[low, high]: the central `confidence` share of re-centred draws, clipped to [lo, hi]."""
+    a = (1 - confidence) / 2
+    q = np.quantile(values, [a, 1 - a])
+    return [float(np.clip(q[0], lo, hi)), float(np.clip(q[1], lo, hi))]
+
+
+def beats(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of paired draws where a > b (ties count half)."""
+    return float(np.mean(a > b) + 0.5 * np.mean(a == b))
+
+
+def board_intervals(populations: dict, reference: str = "retrained", rows=None, roles=None,
+                    confidence: float = CONFIDENCE, seed: int = 0, draws: int = DRAWS, baseline: str = "finetune",
+                    m: int | None = None) -> dict:
+    """Per row: forgetting_quality_ci, score_ci; per method row also rank, rank_ci, p_beats_baseline,
+    p_beats_next (the method ranked just below by score).
+
+    roles: {name: "method" | "ceiling" | "floor"} (default: every row is a method); ranks and P(beats) are
+    over the method rows only. Returns {name: {key: value}}; values are JSON-ready floats/lists/None.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}.")
+    d = board_draws(populations, reference, rows, seed, draws, m)
+    roles = roles or {}
+    out = {name: {"forgetting_quality_ci": interval(v["f"], confidence, 0.0, 1.0),
+                  "score_ci": interval(v["score"], confidence, 0.0)} for name, v in d.items()}
+    methods = sorted((k for k in d if roles.get(k, "method") == "method"), key=lambda k: -d[k]["score_hat"])
+    if methods:
+        s = np.stack([d[k]["score"] for k in methods])                        # [methods, draws]
+        ranks = 1 + np.argsort(np.argsort(-s, axis=0, kind="stable"), axis=0, kind="stable")
+        a = (1 - confidence) / 2
+        for i, k in enumerate(methods):
+            lo, hi = np.quantile(ranks[i], [a, 1 - a], method="inverted_cdf")
+            out[k].update(rank=i + 1, rank_ci=[int(lo), int(hi)],
+                          p_beats_baseline=beats(s[i], d[baseline]["score"]) if baseline in d and k != baseline
+                          else None,
+                          beats_next=methods[i + 1] if i + 1 < len(methods) else None,
+                          p_beats_next=beats(s[i], s[i + 1]) if i + 1 < len(methods) else None)
+    return out
+
+
+
+
+def annotate_rows(rows: list, populations: dict, reference: str = "retrained", confidence: float = CONFIDENCE,
+                  seed: int = 0, draws: int = DRAWS, baseline: str = "finetune") -> list:
+    """Add board_intervals' keys to leaderboard rows in place (rows carry "method" and "role"); returns rows.
+
+    Populations of fewer than 4 models cannot be half-sampled (a half needs 2 models): their rows get None.
+    """
+    names = [r["method"] for r in rows]
+    if min(populations[k]["conf"].shape[0] for k in [reference, *names]) < 4:
+        for r in rows:
+            r.update(forgetting_quality_ci=None, score_ci=None)
+        return rows
+    out = board_intervals(populations, reference, names, {r["method"]: r["role"] for r in rows}, confidence, seed,
+                          draws, baseline)
+    for r in rows:
+        r.update(out[r["method"]])
+    return rows
+
+
+# ----------------------------------------------------------------------------- how many models does a question need
+
+STUDY_DRAWS = 100     # subsamples per n in the N-study
+
+
+def _avg_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..k of the last axis, ties sharing their average rank (as Spearman's rho needs)."""
+    o = np.argsort(x, axis=-1, kind="stable")
+    r = np.empty_like(x, dtype=float)
+    np.put_along_axis(r, o, np.arange(1, x.shape[-1] + 1, dtype=float) * np.ones_like(x, dtype=float), axis=-1)
+    out = r.copy()
+    for idx in np.ndindex(x.shape[:-1]):              # average the ranks of tied values (rare: few rows)
+        v = x[idx]
+        _, inv, cnt = np.unique(v, return_inverse=True, return_counts=True)
+        if (cnt > 1).any():
+            out[idx] = (np.bincount(inv, r[idx]) / cnt)[inv]
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rho between each row of a [..., k] and b [k] (nan when either is constant)."""
+    ra, rb = _avg_ranks(np.asarray(a, float)), _avg_ranks(np.asarray(b, float)[None])[0]
+    ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean()
+    den = np.sqrt((ra ** 2).sum(-1) * (rb ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ra * rb).sum(-1) / den
+
+
+def study_sizes(n_models: int, smallest: int = 8) -> list:
+    """8, 16, 32, ... below n_models, then n_models itself."""
+    sizes, n = [], smallest
+    while n < n_models:
+        sizes.append(n)
+        n *= 2
+    return sizes + [n_models]
+
+
+def n_study(populations: dict, reference: str = "retrained", rows=None, roles=None, sizes=None,
+            confidence: float = CONFIDENCE, seed: int = 0, draws: int = STUDY_DRAWS, board=None) -> dict:
+    """F and score per row at n = 8, 16, ..., N models per population, from the stored models (no retraining).
+
+    At n < N: `draws` subsamples of n models per population without replacement (the reference subsampled
+    once per draw and shared by every row, as a run with n models would share it), each scored exactly as a
+    run with n models would be (M = ceil(ln(n - 1))); reported: the mean F and score over the draws, their
+    central `confidence` interval, and the mean Spearman rho between the methods' score ranking in a draw
+    and the full-N ranking. At n = N: the run itself (F, score and intervals of `board`, or of
+    board_intervals when board is None), rho = 1.
+    Returns {"sizes": [...], "rows": {name: {"f": [...], "f_ci": [[lo, hi], ...], "score": [...],
+    "score_ci": [...]}}, "rho": [...], "rho_ci": [...], "methods": [...]}.
+    """
+    ref = populations[reference]
+    n_ref = ref["conf"].shape[0]
+    rows = [k for k in populations if k != reference] if rows is None else list(rows)
+    roles = roles or {}
+    sizes = sizes or study_sizes(n_ref)
+    if any(n < 2 or n > min(populations[k]["conf"].shape[0] for k in [reference, *rows]) for n in sizes):
+        raise ValueError(f"study sizes must lie in [2, smallest population] ({sizes}).")
+    full = board or board_intervals(populations, reference, rows, roles, confidence, seed)
+    a = (1 - confidence) / 2
+    out = {name: {"f": [], "f_ci": [], "score": [], "score_ci": []} for name in rows}
+    methods = [k for k in rows if roles.get(k, "method") == "method"]
+    ref_retain, ref_test = np.asarray(ref["retain_acc"], float), np.asarray(ref["test_acc"], float)
+    full_scores = np.array([_point(populations[k], ref)[1] for k in methods])
+    rho, rho_ci = [], []
+    for n in sizes:
+        if n == n_ref:
+            for name in rows:
+                f_hat, s_hat = _point(populations[name], ref)
+                o = out[name]
+                o["f"].append(f_hat), o["score"].append(s_hat)
+                o["f_ci"].append(full[name]["forgetting_quality_ci"]), o["score_ci"].append(full[name]["score_ci"])
+            rho.append(1.0), rho_ci.append([1.0, 1.0])
+            continue
+        ir = half_indices(n_ref, draws, _seed_seq(seed, f"/{reference}/n={n}"), n)
+        ratio_ref = ref_retain[ir].mean(axis=1) * ref_test[ir].mean(axis=1)
+        scores = {}
+        for name in rows:
+            pop = populations[name]
+            iu = half_indices(pop["conf"].shape[0], draws, _seed_seq(seed, f"{name}/n={n}"), n)
+            f_b = draw_qualities(pop["conf"], ref["conf"], iu, ir, n)
+            s_b = f_b * (np.asarray(pop["retain_acc"], float)[iu].mean(axis=1)
+                         * np.asarray(pop["test_acc"], float)[iu].mean(axis=1)) / ratio_ref
+            scores[name] = s_b
+            o = out[name]
+            o["f"].append(float(f_b.mean())), o["score"].append(float(s_b.mean()))
+            o["f_ci"].append(np.quantile(f_b, [a, 1 - a]).tolist())
+            o["score_ci"].append(np.quantile(s_b, [a, 1 - a]).tolist())
+        if len(methods) > 1:
+            r = spearman(np.stack([scores[k] for k in methods], axis=1), full_scores)
+            rho.append(float(np.nanmean(r))), rho_ci.append(np.nanquantile(r, [a, 1 - a]).tolist())
+        else:
+            rho.append(None), rho_ci.append(None)
+    return {"sizes": list(sizes), "rows": out, "rho": rho, "rho_ci": rho_ci, "methods": methods,
+            "confidence": confidence, "draws": draws, "seed": seed}
+
+
+def _point(pop: dict, ref: dict) -> tuple:
+    """(F, score) of a population against the reference, as the leaderboard computes them."""
+    n = ref["conf"].shape[0]
+    f = float(points(example_epsilons(pop["conf"], ref["conf"]), n).mean())
+    s = f * (float(np.mean(pop["retain_acc"])) / float(np.mean(ref["retain_acc"]))) \
+        * (float(np.mean(pop["test_acc"])) / float(np.mean(ref["test_acc"])))
+    return f, s
+
+
+__all__ = ["DRAWS", "CONFIDENCE", "STUDY_DRAWS", "half_indices", "draw_qualities", "board_draws", "board_intervals",
+           "annotate_rows", "interval", "beats", "spearman", "study_sizes", "n_study"]
