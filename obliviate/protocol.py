@@ -66,16 +66,17 @@ def user_code_error(what: str, exc: BaseException) -> UserCodeError:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_frame(f.filename)]
     if isinstance(exc, SyntaxError) and exc.filename:   # the offending line is not a frame of a syntax error
         frames.append(traceback.FrameSummary(exc.filename, exc.lineno or 0, "<module>", line=exc.text or ""))
-    lines = [head]
+    debug = bool(os.environ.get("OBLIVIATE_DEBUG"))
+    lines = [head + ("" if debug or not frames else
+                     f" (your code's frame{'s' if len(frames) > 1 else ''} below; OBLIVIATE_DEBUG=1 for the full "
+                     f"traceback)")]
     for f in frames:
         lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.name}')
         if f.line:
             lines.append(f"    {f.line.strip()}")
-    if os.environ.get("OBLIVIATE_DEBUG"):
+    if debug:
         lines.append("full traceback (OBLIVIATE_DEBUG):")
         lines.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
-    else:
-        lines.append("(your code's frames only; OBLIVIATE_DEBUG=1 shows the full traceback)")
     return UserCodeError("\n".join(lines))
 
 
