@@ -33,9 +33,24 @@ def _pp(x):
     return "–" if num(x) is None else f"{100 * num(x):+.1f}"
 
 
+def _ci(x):
+    ok = isinstance(x, (list, tuple)) and len(x) == 2 and all(num(v) is not None for v in x)
+    return f"{num(x[0]):.3f}–{num(x[1]):.3f}" if ok else "–"
+
+
+def _rank_ci(x):
+    ok = isinstance(x, (list, tuple)) and len(x) == 2 and all(num(v) is not None for v in x)
+    return f"{int(x[0])}–{int(x[1])}" if ok else "–"
+
+
 COLUMNS = [
     ("score", "score", _f(4)),
+    ("score_ci", "score interval", _ci),
     ("forgetting_quality", "F", _f(4)),
+    ("forgetting_quality_ci", "F interval", _ci),
+    ("rank_ci", "rank interval", _rank_ci),
+    ("p_beats_baseline", "P(> finetune)", _f(2)),
+    ("p_beats_next", "P(> next)", _f(2)),
     ("retain_acc", "retain acc (%)", _pct),
     ("test_acc", "test acc (%)", _pct),
     ("forget_acc", "forget acc (%)", _pct),
@@ -101,6 +116,13 @@ def _prepare(run: Run):
     rows = sorted((dict(r) for r in run.rows),
                   key=lambda r: (ROLE_ORDER[r["role"]], -(num(r["score"]) or 0.0)))
     eps, pops = {}, {}
+    if any(k not in r for r in rows for k in ("forgetting_quality_ci", "score_ci")) \
+            and min(run.population(r.get("population") or f"populations/{r['method']}.npz")["conf"].shape[0]
+                    for r in rows) >= 4:                       # a run written before intervals: compute them
+        from .significance import run_intervals
+        iv = run_intervals(run)
+        for row in rows:
+            row.update({k: v for k, v in iv.get(row["method"], {}).items() if k not in row})
     for row in rows:
         row["_over"] = over_budget(row, budget)
         pop = run.row_population(row)
@@ -118,6 +140,11 @@ def _prepare(run: Run):
                 extra = {}
             row.update({k: extra[k] for k in missing if k in extra})
     return rows, eps, pops, ref
+
+
+def _conf(run) -> str:
+    c = num(run.board.get("confidence"))
+    return f"{100 * (c if c is not None else 0.95):g}%"
 
 
 def _best(rows):
@@ -263,7 +290,10 @@ footer{margin-top:36px;font-size:12px;color:#777}
             "of retrained models scored like a method (the best any method can reach at this N). "
             "<b>ORIGINAL FLOOR</b>: the original models, no unlearning. <b>OVER BUDGET</b>: cost above the "
             f"run's budget ({e(str(run.budget))}). MIA acc: 0.5 is ideal. forget gap: forget accuracy minus "
-            "the retrained models' in percentage points. Every metric is defined in the glossary below.</p>",
+            "the retrained models' in percentage points. Intervals (" + e(_conf(run)) + "): redraws of both "
+            "populations' models by paired half-sampling (docs/intervals.md); rank interval: the method's rank "
+            "among the methods over the draws; P(&gt; X): the share of draws in which the method's score beats "
+            "<code>finetune</code> or the method ranked just below it. Every metric is defined in the glossary below.</p>",
             "<details><summary>Hyper-parameters</summary><table><thead><tr>"
             '<th class="name">method</th><th class="text">hyper-parameters</th></tr></thead><tbody>']
     out += [f'<tr><td class="name">{e(r["method"])}</td><td class="text"><code>{e(_hparams(r))}</code></td></tr>'
@@ -309,7 +339,9 @@ def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
                      + " | ".join(fmt(row.get(k)) for k, _, fmt in COLUMNS)
                      + f" | {', '.join(_flags(row))} |")
     lines += ["", f"ORACLE CEILING: a second independent retrained population scored like a method; ORIGINAL "
-                  f"FLOOR: no unlearning; OVER BUDGET: cost above the budget ({run.budget}). MIA acc: 0.5 is ideal.",
+                  f"FLOOR: no unlearning; OVER BUDGET: cost above the budget ({run.budget}). MIA acc: 0.5 is ideal. "
+                  f"Intervals ({_conf(run)}): redraws of both populations' models by paired half-sampling; "
+                  f"P(> X): the share of draws in which the method's score beats `finetune` or the next method.",
               "", "Hyper-parameters:", ""]
     lines += [f"- `{_md_cell(r['method'])}`: {_md_cell(_hparams(r))}" for r in rows] + [""]
     for key in ("score_cost", "epsilons", "examples", "accuracy"):
