@@ -111,7 +111,8 @@ def compare(preset, s, k: int, n_single: int) -> dict:
     agree = agreement(preset, s, pop, ref)
     print(f"{preset.model} on {s.in_shape}, {len(s.retain)} examples, {preset.recipe.epochs} epochs: "
           f"single {per_single * 1e3:.0f} ms/model (median of {n_single}), batched {per_batched * 1e3:.1f} ms/model "
-          f"(K={k}, chunk {default_chunk(preset.model)}), max |diff| {diff:.2e}, test predictions agree {agree:.4f}", flush=True)
+          f"(K={k}, chunk {default_chunk(preset.model)}), max |diff| {diff:.2e}, "
+          f"test predictions agree {agree:.4f}", flush=True)
     check(diff, agree)
     return {"speedup": round(per_single / per_batched, 2), "models_per_second": round(1 / per_batched, 2),
             "seconds_per_model_single": round(per_single, 4), "seconds_per_model_batched": round(per_batched, 4),
@@ -156,7 +157,7 @@ def sweep(preset, s) -> None:
              "grouped contiguous": lambda seeds: train_grouped(preset.model, *args, seeds, channels_last=False)}
     if preset.model == "mlp":
         paths = {"bmm by hand": lambda seeds: train_mlp(*args, seeds), "grouped autograd": paths["grouped contiguous"]}
-    sizes = (4, 16, 64, 256, 512) if preset.model == "mlp" else (2, 4, 8, 16, 32) if preset.model == "cnn" else (4, 8, 16)
+    sizes = {"mlp": (4, 16, 64, 256, 512), "cnn": (2, 4, 8, 16, 32)}.get(preset.model, (4, 8, 16))
     warm_up(preset, s)
     t = time.perf_counter(); single(preset, s, 0); single(preset, s, 1); one = (time.perf_counter() - t) / 2
     print(f"one at a time: {one * 1e3:.0f} ms/model", flush=True)

@@ -112,7 +112,8 @@ def _adam(params: list, recipe: Recipe) -> torch.optim.Adam:
 def _weights(data: TensorSet, recipe: Recipe, num_classes: int) -> torch.Tensor:
     if recipe.class_weighted:
         return class_weights(data.y, num_classes).to(data.x.device, data.x.dtype)
-    return torch.ones(num_classes, device=data.x.device, dtype=data.x.dtype)   # unweighted mean == weighted mean with equal weights
+    # unweighted mean == weighted mean with equal weights
+    return torch.ones(num_classes, device=data.x.device, dtype=data.x.dtype)
 
 
 def train_mlp(kw, in_shape, data: TensorSet, recipe: Recipe, num_classes: int, seeds) -> list[dict]:
