@@ -43,6 +43,11 @@ def run(preset: str = "digits", methods=("finetune",), n_models: int | None = No
             raise UserError(f"method {m!r} is neither a name nor a function: pass a registered name, "
                             f"'path/to/file.py:function' or a function fn(net, retain, forget, val).")
     if functions:
+        from .methods.registry import CALLABLES
+        rows = [CALLABLES[n].name if n in CALLABLES else n for n in names]
+        twice = next((r for r in rows if rows.count(r) > 1), None)
+        if twice:
+            raise UserError(f"two methods would share the row name {twice!r}: give each function its own name.")
         if config.get("executor", "local") != "local":
             raise UserError("a Python function runs only in this process: use executor='local', or save the "
                             "function to a file and pass 'path/to/file.py:function' to run it on Ray.")

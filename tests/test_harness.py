@@ -431,6 +431,10 @@ def test_python_api_with_a_function(styles, tmp_path):
         obliviate.run(preset="smoke", methods=[unlearning], executor="ray", cache=str(d / "cache"))
     with pytest.raises(UserError, match="no option"):
         obliviate.run(preset="smoke", methods=[unlearning], n_model=4)
+    def finetune(net, retain_loader, forget_loader, val_loader):
+        pass
+    with pytest.raises(UserError, match="row name 'finetune'"):
+        obliviate.run(preset="smoke", methods=[finetune, "finetune"], cache=str(d / "cache"))
 
 
 def test_a_function_is_keyed_by_its_source():
