@@ -241,15 +241,16 @@ def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num
                   keep_best_from_epoch: int | None = None) -> list[dict]:
     """K models as one grouped network (`group_model`), autograd, one fused Adam; each model's batch of
     the step is laid side by side in channels, [B, K*C, H, W], so every BatchNorm sees its own model's
-    batch only. channels_last: mkldnn's grouped conv and max-pool vectorise over the K*C channels (measured,
-    CNN K=8 on 8x8: max-pool 2.2 -> 0.17 ms, second conv fwd+bwd 9.0 -> 5.3 ms; ResNet width 8, 28 px, K=8:
-    max-pool 13.7 -> < 1 ms per step, the whole step about alike)."""
+    batch only. channels_last input: mkldnn's grouped conv and max-pool vectorise over the K*C channels
+    (measured, CNN K=8 on 8x8: max-pool 2.2 -> 0.17 ms, second conv fwd+bwd 9.0 -> 5.3 ms; ResNet width 16,
+    28 px, K=8: 55 -> 46-51 ms/model/step). The weights stay contiguous: channels_last weights made each weight
+    gradient a format copy (38 ms of a 500 ms step) and measured 3-10% slower."""
     device, K = data.x.device, len(seeds)
     models = [build_model(model_name, in_shape, num_classes, seed=s, **kw) for s in seeds]
     shapes = {n: t.shape for n, t in models[0].state_dict().items()}
     net = load_group(group_model(models[0], K), [m.state_dict() for m in models]).to(device)
     fmt = torch.channels_last if channels_last and len(in_shape) == 3 else torch.contiguous_format
-    net = net.to(memory_format=fmt).train()
+    net.train()
     weight, opt = _weights(data, recipe, num_classes), _adam(list(net.parameters()), recipe)
     per_epoch = len(batch_bounds(len(data), recipe.batch_size))
     best_acc, best = torch.full((K,), -1, device=device), [None] * K
