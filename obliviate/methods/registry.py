@@ -161,7 +161,7 @@ HP_RULES = [  # (name regex, test, what it must be)
     (r"batch_size$",                   lambda v: v >= 1 and v == int(v),  "a whole number >= 1"),
     (r"(epochs|steps|iters)$",         lambda v: v >= 0,                  "a number >= 0"),  # whole when the
                                        # default is an int (_coerce); sebastian's epochs=3.2 is fractional
-    (r"(^|_)lrs?$|^lr_(?!decay)",      lambda v: v > 0,                   "a learning rate > 0"),
+    (r"(^|_)lrs?$|^lr_(?!decay)|learning_rate$", lambda v: v > 0,         "a learning rate > 0"),
     (r"weight_decay$|std$|eta_min$",   lambda v: v >= 0,                  "a number >= 0"),
     (r"momentum$",                     lambda v: 0 <= v < 1,              "in [0, 1)"),
     (r"(ratio|fraction|frac|prob|probability|quantile|rate|amount|decay)$",
