@@ -17,7 +17,9 @@ import torch
 
 from . import __version__
 from .metrics import challenge_score, example_epsilons, points
+from .methods import get_method
 from .metrics.resample import annotate_rows
+from .models import build_model
 from .plan import Plan
 
 ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
@@ -26,6 +28,8 @@ ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
 def score_rows(plan: Plan, populations: dict, retrain_seconds: float) -> list[dict]:
     """One row per population but the reference, ordered: ceiling, methods by score, floor."""
     ref, budget = populations["retrained"], plan.cfg.budget
+    p, splits = plan.preset, plan.splits
+    model = build_model(p.model, splits.in_shape, splits.num_classes, seed=0, **p.model_kwargs)  # layers only
     rows = []
     for pop in plan.pops:
         if pop.role == "reference":
@@ -40,6 +44,10 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float) -> list[di
                "forget_acc": float(u["forget_acc"].mean()), "cost": cost, "n_models": plan.n,
                "seconds": float(u["seconds"].sum()), "over_budget": pop.role == "method" and cost > budget,
                "hparams": pop.hparams, "population": f"populations/{pop.name}.npz"}
+        if pop.role == "method":     # the challenge's place of a winner; what a layer-choosing winner became here
+            method = get_method(pop.method)
+            row["place"] = method.place
+            row["small_model_note"] = method.degenerate_on(model, pop.hparams)
         row.update(_extra_metrics(u, ref))
         rows.append(row)
     rows.sort(key=lambda r: (ROLE_ORDER[r["role"]], -r["score"]))
