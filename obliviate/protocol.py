@@ -39,9 +39,8 @@ class UserCodeError(UserError):
 
 # frames from these folders are not "the user's own": obliviate, and installed packages and the standard
 # library (torch, numpy, ...): a user's traceback shows only the lines they wrote
-_NOT_USER = tuple({str(Path(__file__).resolve().parent)} |
-                  {str(Path(p).resolve()) for k in ("stdlib", "platstdlib", "purelib", "platlib")
-                   if (p := sysconfig.get_paths().get(k))})
+_LIBS = [sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+_NOT_USER = tuple({str(Path(d).resolve()) + os.sep for d in [Path(__file__).parent, *filter(None, _LIBS)]})
 
 
 def _is_user_frame(filename: str) -> bool:

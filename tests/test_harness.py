@@ -372,6 +372,11 @@ def test_import_failure_shows_the_users_line(tmp_path):
     with pytest.raises(UserError) as e:
         get_method(f"{f}:unlearning")
     assert "ZeroDivisionError" in str(e.value) and 'typo.py", line 3' in str(e.value) and "LR = 1 / 0" in str(e.value)
+    f.write_text("def unlearning(net, r, f, v)\n    pass\n")
+    with pytest.raises(UserError) as e:
+        get_method(f"{f}:unlearning")
+    assert "SyntaxError" in str(e.value) and 'typo.py", line 1' in str(e.value) and "def unlearning" in str(e.value)
+    assert "obliviate" not in str(e.value).split("failed to import")[1]
 
 
 # --- hyperparameters a method cannot use ------------------------------------------------------------------
