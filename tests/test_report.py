@@ -86,9 +86,11 @@ def test_report_computes_missing_extras_and_accepts_runner_costs(tmp_path):
     (path / "report_files" / "stale.png").write_bytes(b"old")   # an older report's folder is replaced
     _, md_path = write_report(path)
     assert not (path / "report_files" / "stale.png").exists()
-    table = [line for line in md_path.read_text().splitlines() if line.startswith("| ") and "oracle" in line]
-    cells = [c.strip() for c in table[0].split("|")]
-    assert "–" not in cells[9:12]                          # MIA, KS, KL filled from the populations
+    lines = md_path.read_text().splitlines()
+    head = [c.strip() for c in next(l for l in lines if l.startswith("| # | method")).split("|")]
+    table = [line for line in lines if line.startswith("| ") and "oracle" in line]
+    cells = dict(zip(head, (c.strip() for c in table[0].split("|"))))
+    assert all(cells[h] != "–" for h in ("MIA acc", "KS", "KL (nats)"))   # filled from the populations
 
 
 def test_compare_runs(run, tmp_path):
@@ -169,3 +171,33 @@ def test_score_cost_spreads_methods_crowded_under_the_ceiling():
     spread = plots.score_cost(rows([0.03, 0.06, 0.09]), 0.2).axes[0]
     assert crowded.get_yscale() == "symlog" and "symlog" in crowded.get_ylabel()
     assert spread.get_yscale() == "linear"
+
+
+def test_report_leaderboard_shows_intervals_and_pairwise_probabilities(run):
+    path, html_path, md_path = run
+    html, md = html_path.read_text(), md_path.read_text()
+    rows = {r["method"]: r for r in load_run(path).rows}
+    for head in ("score interval", "F interval", "rank interval", "P(&gt; finetune)", "P(&gt; next)"):
+        assert head in html
+    assert "P(> finetune)" in md and "P(> next)" in md
+    lo, hi = rows["scrub"]["score_ci"]
+    assert f"{lo:.3f}–{hi:.3f}" in html and f"{lo:.3f}–{hi:.3f}" in md
+    r = rows["scrub"]["rank_ci"]
+    assert f"| {r[0]}–{r[1]} |" in md
+    lo, hi = rows["oracle"]["forgetting_quality_ci"]                  # the ceiling row has its interval too
+    assert lo <= rows["oracle"]["forgetting_quality"] <= hi and f"{lo:.3f}–{hi:.3f}" in md
+
+
+def test_report_computes_intervals_for_runs_written_before_them(tmp_path):
+    path = make_synthetic_run(tmp_path / "old", n_models=16, n_forget=8, n_test=20, seed=5)
+    board = json.loads((path / "leaderboard.json").read_text())
+    want = {r["method"]: r["score_ci"] for r in board["rows"]}
+    for r in board["rows"]:
+        for k in ("forgetting_quality_ci", "score_ci", "rank", "rank_ci", "p_beats_baseline", "p_beats_next",
+                  "beats_next"):
+            r.pop(k, None)
+    (path / "leaderboard.json").write_text(json.dumps(board))
+    _, md_path = write_report(path)
+    md = md_path.read_text()
+    for lo, hi in want.values():                # the same intervals: same seed, same draws
+        assert f"{lo:.3f}–{hi:.3f}" in md

@@ -47,6 +47,21 @@ GLOSSARY: list[tuple[str, str, str, str]] = [
     ("test_acc_std", "standard deviation of test accuracy over the N models", "lower is better", "about the oracle's"),
     ("forget_acc_std", "standard deviation of forget accuracy over the N models", "lower is better",
      "about the oracle's"),
+    ("forgetting_quality_ci", "interval of F at the run's confidence (95% by default): redraws of both populations' "
+                              "models by half-sampling (N/2 of each, without replacement; the reference shared by "
+                              "every row in a draw), deviations re-centred on the row's F; docs/intervals.md",
+     "narrower is more certain", "-"),
+    ("score_ci", "interval of the score, from the same draws as forgetting_quality_ci (accuracies resampled with the "
+                 "same models)", "narrower is more certain", "-"),
+    ("rank", "the method's place among the methods by score (the ceiling and floor rows are not ranked)", "lower is "
+             "better", "1"),
+    ("rank_ci", "interval of the method's rank among the methods over the paired draws", "narrower is more certain",
+     "-"),
+    ("p_beats_baseline", "share of paired draws in which the method's score beats `finetune`'s (ties count half)",
+     "higher is better", "near 1: a real improvement; near 0.5: no evidence of a difference"),
+    ("beats_next", "the method ranked just below this one", "-", "-"),
+    ("p_beats_next", "share of paired draws in which the method's score beats the method ranked just below it",
+     "higher is better", "near 1: the order is real; near 0.5: the two are indistinguishable at this N"),
     ("epsilon (plots)", "per forget example: max over threshold attacks of max(log(1-1e-5-FPR) - log(FNR), "
                         "log(1-1e-5-FNR) - log(FPR)), clipped to [0, 50]; 50 for a too-peaky population",
      "lower is better", "0"),

@@ -34,6 +34,7 @@ def make_synthetic_run(path, n_models: int = 64, n_forget: int = 30, n_test: int
     """Write leaderboard.json and populations/*.npz under `path`; returns the path."""
     from ..metrics.challenge import challenge_score, example_epsilons, points
     from ..metrics.extra import extra_metrics
+    from ..metrics.resample import annotate_rows
 
     populations = populations or DEFAULT_POPULATIONS
     rng = np.random.default_rng(seed)
@@ -74,9 +75,11 @@ def make_synthetic_run(path, n_models: int = 64, n_forget: int = 30, n_test: int
         rows.append(row)
     order = {"ceiling": 0, "method": 1, "floor": 2}
     rows.sort(key=lambda r: (order[r["role"]], -r["score"]))
+    annotate_rows(rows, pops, seed=seed)                   # intervals, ranks, P(beats), as score.py adds them
     for name, arrays in pops.items():
         (path / "populations" / f"{name}.npz").write_bytes(_npz_bytes(arrays))
     board = {"preset": "synthetic", "n_models": n_models, "seed": seed, "forget": "groups:3", "budget": budget,
+             "confidence": 0.95,
              "created": dt.datetime(2024, 1, 1, 12, 0, 0).isoformat(timespec="seconds"), "rows": rows}
     (path / "leaderboard.json").write_text(json.dumps(board, indent=2))
     return path
