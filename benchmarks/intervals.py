@@ -150,13 +150,14 @@ def timing(args):
         roles = {"oracle": "ceiling", "original": "floor"}
         what = "synthetic digits-like board"
     n, e = pops["retrained"]["conf"].shape
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = board_intervals(pops, roles=roles, seed=0, draws=args.draws)
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     for k, v in out.items():
         print(k, v)
     print(json.dumps({"what": what, "rows": len(out), "n_models": n, "n_forget": e, "draws": args.draws,
-                      "seconds": round(secs, 2), "threads": os.environ.get("OMP_NUM_THREADS")}))
+                      "wall_seconds": round(secs, 2), "cpu_seconds": round(cpu, 2),
+                      "load_average_1min": round(os.getloadavg()[0], 1)}))
 
 
 def main():

@@ -3,27 +3,26 @@
 The randomness of a leaderboard figure is the draw of models: N retrained models (the reference every
 row shares) and N models per row. We estimate it by HALF-SAMPLING both populations: each draw keeps
 m = N // 2 models of every population, without replacement, and recomputes F and the score with the
-full-N points function (M = ceil(ln(N - 1)) of the real run). For a mean, the spread of a half-sample
-statistic around the full sample equals the spread of the full statistic around the truth
-(Var = sigma^2/m * (N - m)/(N - 1) ~ sigma^2/N at m = N/2; McCarthy's half-sampling); deviations are
-rescaled by sqrt(m / (N - m)) (1 at even N) for the general m.
+run's own points function (M = ceil(ln(N - 1))). Every draw is re-centred on the run's estimate,
+    F_b' = F_hat + (F_b - mean_b F_b),
+and intervals are percentiles of F_b' (clipped to [0, 1]; scores to >= 0).
 
-Why not the bootstrap (N draws WITH replacement): duplicated models shrink ranges (the peakiness rule
-fires more) and make threshold counts jump in steps of the multiplicity, so bootstrap epsilons are not
-draws of the same statistic; measured in docs/intervals.md (benchmarks/intervals.py): bootstrap
-percentile intervals cover far below the nominal rate, half-sampling reaches it. Half-sampling is also
-3x cheaper (fewer models per draw; 0.16 vs 0.54 ms per example at N = 512).
+Why half-samples, measured (docs/intervals.md, benchmarks/intervals.py):
+  * F is not a root-n statistic: over fresh populations its spread is flat in N (sd 0.018-0.019 from
+    16 to 128 models), so m-out-of-N subsampling with the usual sqrt(m / (N - m)) rescaling is wrong
+    at m = N/4 or N/8 (coverage 0.65 and 0.43 at N = 512). At m = N/2 the root-n rescaling is 1, the
+    same as no rescaling: the one subsample size that does not need the rate. Coverage 0.95 at N = 512.
+  * The bootstrap (N draws WITH replacement) duplicates models: threshold counts move in steps of a
+    model's multiplicity and ranges shrink, so a bootstrap F is a different statistic from F; its plain
+    percentile interval covers 0.25-0.55 at N = 64. Re-centred it does as well as half-samples, at 3x the
+    cost (N models per draw instead of N/2: 0.54 against 0.16 ms per example at N = 512).
 
-The resampled F sits at another level than the full-N F (fewer models: noisier epsilons), so only
-its DEVIATIONS are used: every draw is re-centred on the run's own estimate,
-    F_b' = F_hat + c * (F_b - mean_b F_b),     c = sqrt(m / (N - m)),
-and intervals are percentiles of F_b' (clipped to [0, 1]; scores to >= 0). P(A beats B) is the share
-of draws with score_A' > score_B' (ties count half), and a rank interval the percentiles of each
-method's rank among the methods over the draws. Draws are PAIRED: the retrained indices of draw b are
-shared by every row, so differences between rows do not pay the reference's noise twice.
+P(A beats B) is the share of draws with score_A' > score_B' (ties count half), and a rank interval the
+percentiles of each method's rank among the methods over the draws. Draws are PAIRED: the retrained
+indices of draw b are shared by every row, as every row of the run shares the reference.
 
-Speed: a draw of one row is E more columns for example_epsilons (its search is vectorised over
-columns), so each row is ONE call on [m, draws * E]; nothing models x thresholds is built.
+Speed: a draw of one row is E more columns for example_epsilons (its search is vectorised over columns),
+so each row is ONE call on [m, draws * E]; nothing models x thresholds is built.
 """
 from __future__ import annotations
 
@@ -31,7 +30,8 @@ import numpy as np
 
 from .challenge import example_epsilons, points
 
-DRAWS = 200           # half-samples per run: the 2.5% tail rests on 5 draws; measured coverage in docs/intervals.md
+DRAWS = 200           # half-samples per run: coverage 0.95 at N = 512 with 100 (docs/intervals.md); 17 s of
+                      # CPU for a 18-row digits-sized board at N = 512 (benchmarks/README.md)
 CONFIDENCE = 0.95
 
 
@@ -81,10 +81,8 @@ def board_draws(populations: dict, reference: str = "retrained", rows=None, seed
         acc_u = np.asarray(pop["retain_acc"], float), np.asarray(pop["test_acc"], float)
         s_b = f_b * acc_u[0][iu].mean(axis=1) * acc_u[1][iu].mean(axis=1) / ratio_ref
         f_hat, s_hat = _point(pop, ref)                                         # the leaderboard's own figures
-        mm = iu.shape[1]
-        c = np.sqrt(mm / max(n_u - mm, 1))                                       # 1 at even N
         out[name] = {"f_hat": f_hat, "score_hat": s_hat,
-                     "f": f_hat + c * (f_b - f_b.mean()), "score": s_hat + c * (s_b - s_b.mean())}
+                     "f": f_hat + (f_b - f_b.mean()), "score": s_hat + (s_b - s_b.mean())}
     return out
 
 
