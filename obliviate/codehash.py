@@ -146,3 +146,12 @@ def code_fingerprint(method) -> str:
         files.append(Path(module.__file__))   # a method registered from outside the package
     _hash_files(h, files)
     return h.hexdigest()[:12]
+
+
+def modules_fingerprint(names) -> str:
+    """12 hex digits over `names` and every obliviate module they import: the key of trained populations and the
+    original (training recipe code, the model's module, the evaluation), so an edited trainer is never served
+    from the cache."""
+    h = hashlib.sha256()
+    _hash_files(h, module_closure(names))
+    return h.hexdigest()[:12]

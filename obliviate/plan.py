@@ -16,6 +16,7 @@ hyperparameters and its code). Nothing here trains or evaluates a model: `execut
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -174,9 +175,19 @@ def prepare(cfg: RunConfig):
     return preset, n, device, pops, splits
 
 
+def training_code(preset: Preset) -> str:
+    """Fingerprint of the code a trained model's result depends on: the recipe (training, batched populations),
+    the model's own module and the evaluation (codehash.modules_fingerprint)."""
+    from .codehash import modules_fingerprint
+    from .models.registry import MODELS, build_model   # noqa: F401  (build_model: registers the built-ins)
+    builder = MODELS.get(preset.model)
+    model_module = getattr(inspect.getmodule(builder), "__name__", "obliviate.models") if builder else "obliviate.models"
+    return modules_fingerprint(["obliviate.training", "obliviate.population", "obliviate.protocol", model_module])
+
+
 def original_key(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.device) -> str:
     return content_key({"original": splits.train_key, **model_spec(preset), "seed": cfg.seed, "device": device.type,
-                        "timing": ORIGINAL_TIMING})
+                        "timing": ORIGINAL_TIMING, "code": training_code(preset)})
 
 
 def base_populations() -> list:
@@ -190,7 +201,7 @@ def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
     preset, n, device, method_pops, splits = prepare(cfg)
     okey = original_key(cfg, preset, splits, device)
     pops = base_populations() + method_pops
-    size_train = train_chunk(preset)
+    size_train, train_code = train_chunk(preset), training_code(preset)
     jobs, ckeys = [], {}
     for pop in pops:
         size = size_train if pop.kind == "train" else UNLEARN_CHUNK
@@ -199,7 +210,7 @@ def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
             seeds = [member_seed(cfg.seed, pop.tag, i) for i in range(start, min(n, start + size))]
             ident = {"eval": EVAL_VERSION, "splits": splits.key, "seeds": seeds, "device": device.type,
                      **model_spec(preset)}
-            ident.update({"on": pop.on} if pop.kind == "train" else
+            ident.update({"on": pop.on, "code": train_code} if pop.kind == "train" else
                          {"original": okey, "method": pop.method, "hp": pop.hparams, "code": pop.code,
                           "timing": UNLEARN_TIMING})
             key = content_key(ident)

@@ -232,3 +232,30 @@ def test_error_text_with_brackets_is_printed_whole(tmp_path):
     # rich markup once swallowed "[tune]" from "pip install 'obliviate[tune]'"; user input is quoted verbatim
     r = cli("run", "--preset", "smoke", "--method", "no[such]", "--cache", tmp_path / "c", "--out", tmp_path / "o")
     assert r.returncode != 0 and "no[such]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_trained_populations_and_the_original_are_keyed_by_the_training_code(tmp_path, monkeypatch):
+    # an edited trainer (say, how a lone last example is batched) must never be served cached retrained models
+    import shutil
+    from obliviate import codehash
+    from obliviate.plan import RunConfig as Cfg, original_key, plan_run, training_code
+    from obliviate.presets import get_preset
+    from obliviate.store import Store
+    pkg = tmp_path / "obliviate"
+    shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "PACKAGE", pkg)
+    p = get_preset("smoke")
+    cfg = Cfg(preset="smoke", methods=["finetune"], n_models=2, cache=str(tmp_path / "c"))
+    keys = lambda: {pop: ks for pop, ks in plan_run(cfg, Store(tmp_path / "c"), tmp_path / "o").chunk_keys.items()}
+    base_code, base_keys = training_code(p), keys()
+    for rel, changes in [("training.py", True), ("population.py", True), ("models/mlp.py", True),
+                         ("report/render.py", False), ("methods/finetune.py", False)]:
+        f = pkg / rel
+        old = f.read_text()
+        f.write_text(old + "\n# edited\n")
+        assert (training_code(p) != base_code) == changes, rel
+        if rel == "training.py":
+            now = keys()
+            assert now["retrained"] != base_keys["retrained"] and now["original"] != base_keys["original"]
+        f.write_text(old)
+    assert training_code(p) == base_code and keys() == base_keys
