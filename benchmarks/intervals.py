@@ -1,18 +1,20 @@
 """Intervals for F: coverage on synthetic populations, and the cost on a digits-sized leaderboard.
 
     python benchmarks/intervals.py coverage [--n 64] [--reps 200] [--draws 200] [--schemes half,boot]
+                                            [--levels 2,4,8] [--scenarios oracle,close,far]
     python benchmarks/intervals.py timing [--run RUN_DIR]      # intervals + P(beats) + ranks for a whole board
 
 coverage: per example j, retrained confidences ~ N(mu_j, sd_j) and unlearned ~ N(mu_j + shift * sd_j,
 scale * sd_j), mu_j ~ N(3, 2), sd_j ~ U(0.5, 2.5) (as benchmarks/metric.py), 28 examples (the digits forget
 set). The true mean F at N is the average over `--truth` fresh populations. Each replicate draws a fresh
 pair of populations, builds the intervals of every scheme and records whether they contain the truth.
-Schemes (all 95%):
-  half       half-samples without replacement, re-centred on F_hat, percentiles   (the library's choice)
-  half_norm  same draws, F_hat +- 1.96 sd
-  boot       N draws with replacement, plain percentile interval [q2.5, q97.5] of F*
-  boot_c     same draws, re-centred on F_hat (F_hat + F* - mean F*), percentiles
-  boot_basic same draws, basic/reflected (2 F_hat - q97.5, 2 F_hat - q2.5)
+Schemes (all 95%, re-centred on F_hat unless said otherwise):
+  sub2       m = N/2 models per population without replacement, percentiles   (the library's choice)
+  sub4, sub8 m = N/4, N/8, no rescaling
+  sub4_lin, sub8_lin   the same with the root-n rescaling sqrt(m / (N - m))
+  rate       sub4 rescaled by a rate estimated from sub4 and sub8 (sd ~ m^-beta)
+  boot       N draws with replacement, plain percentile interval [q2.5, q97.5] of F*   (--schemes half,boot)
+  boot_c     the same draws re-centred; boot_basic: reflected (2 F_hat - q97.5, 2 F_hat - q2.5)
 Prints one JSON line per (scenario, scheme): coverage, mean width, and the ratio of the scheme's mean
 spread (sd of its re-centred draws) to the true sd of F over fresh populations.
 """
@@ -85,7 +87,7 @@ def coverage(args):
             u, r = draw_pair(rng, n, mu, sd, shift, scale)
             f_hat = quality(u, r)
             dev = {}
-            for k in (2, 4, 8):          # m = N/k models per population, without replacement
+            for k in args.levels:        # m = N/k models per population, without replacement
                 m = n // k
                 fb = draw_qualities(u, r, half_indices(n, args.draws, rng, m), half_indices(n, args.draws, rng, m), n)
                 dev[k] = fb - fb.mean()
@@ -95,12 +97,13 @@ def coverage(args):
                 if k > 2:                  # no rescaling: F's spread taken as the same at m and N
                     q = np.quantile(dev[k], [0.025, 0.975])
                     record(f"sub{k}", f_hat + q[0], f_hat + q[1], dev[k].std(ddof=1))
-            # rate estimated from the spreads at N/8 and N/4 (sd ~ m^-beta, 0 <= beta <= 1/2), extrapolated to N
-            s4, s8 = dev[4].std(ddof=1), dev[8].std(ddof=1)
-            beta = float(np.clip(np.log(s8 / s4) / np.log(2), 0, 0.5)) if s4 > 0 and s8 > 0 else 0.5
-            g = 4.0 ** -beta
-            q = np.quantile(g * dev[4], [0.025, 0.975])
-            record("rate", f_hat + q[0], f_hat + q[1], g * s4)
+            if 4 in dev and 8 in dev:
+                # rate estimated from the spreads at N/8 and N/4 (sd ~ m^-beta, 0 <= beta <= 1/2), extrapolated
+                s4, s8 = dev[4].std(ddof=1), dev[8].std(ddof=1)
+                beta = float(np.clip(np.log(s8 / s4) / np.log(2), 0, 0.5)) if s4 > 0 and s8 > 0 else 0.5
+                g = 4.0 ** -beta
+                q = np.quantile(g * dev[4], [0.025, 0.975])
+                record("rate", f_hat + q[0], f_hat + q[1], g * s4)
             if "boot" in args.schemes:
                 fb = draw_qualities(u, r, rng.integers(0, n, (args.draws, n)), rng.integers(0, n, (args.draws, n)), n)
                 q = np.quantile(fb, [0.025, 0.975])
@@ -169,6 +172,8 @@ def main():
     p.add_argument("--truth", type=int, default=1000, help="fresh populations for the true mean F")
     p.add_argument("--schemes", default="half,boot")
     p.add_argument("--scenarios", default="oracle,close,far")
+    p.add_argument("--levels", default="2,4,8", type=lambda v: [int(x) for x in v.split(",")],
+                   help="subsample sizes m = N/k to try (2: the library's half-samples)")
     p.add_argument("--run", default=None, help="timing: a run folder instead of the synthetic board")
     args = p.parse_args()
     coverage(args) if args.what == "coverage" else timing(args)

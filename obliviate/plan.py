@@ -56,7 +56,8 @@ class RunConfig:
     role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
     hp_preset: str | None = None                    # a name saved by `obliviate tune`
     workers: int | None = None                      # local executor processes (None: auto_workers)
-    confidence: float = 0.95                        # interval level of F, score, ranks (metrics/resample.py)
+    confidence: float | None = 0.95                 # interval level of F, score, ranks (metrics/resample.py);
+                                                    # None: no intervals
     pixel_scale: float | None = None                # inputs times this for every model (None: the preset's;
                                                     # 255: the challenge's 0-255 magnitude)
 

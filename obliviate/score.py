@@ -52,7 +52,9 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float) -> list[di
         rows.append(row)
     rows.sort(key=lambda r: (ROLE_ORDER[r["role"]], -r["score"]))
     # intervals, P(beats finetune / the next method) and rank intervals: paired half-sampling of models
-    annotate_rows(rows, populations, confidence=plan.cfg.confidence, seed=plan.cfg.seed)
+    # (confidence None: none, e.g. for tuning trials that need only the point score)
+    if plan.cfg.confidence is not None:
+        annotate_rows(rows, populations, confidence=plan.cfg.confidence, seed=plan.cfg.seed)
     return rows
 
 
