@@ -49,8 +49,22 @@ def search_space(defaults: dict, overrides: dict | None = None) -> dict:
         except ValueError:
             raise UserError(f"--space {k}={bounds!r} is not low:high, e.g. --space lr=1e-4:1e-1.") from None
         kind = "int" if isinstance(defaults[k], int) and not isinstance(defaults[k], bool) else "float"
+        if not lo <= hi:
+            raise UserError(f"--space {k}={bounds!r} has low > high: write it as low:high.")
         space[k] = (kind, lo, hi)
     return space
+
+
+def check_space(method: str, space: dict) -> None:
+    """Both ends of every range must be values the method can use (registry.HP_RULES), so a bad bound is
+    refused in one sentence before trial 0, not when a trial happens to draw it."""
+    from .methods.registry import validate_hparams
+    for k, (kind, lo, hi) in space.items():
+        for v in (lo, hi):
+            try:
+                validate_hparams(method, {k: int(v) if kind == "int" else v})
+            except UserError as e:
+                raise UserError(f"--space {k}: {e}") from None
 
 
 def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_overrides: dict | None = None,
@@ -66,6 +80,7 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
     # unlearning runs on the small presets; --workers still overrides
     cfg = replace(cfg, workers=cfg.workers or 1)
     space = search_space(m.defaults, space_overrides)
+    check_space(m.name, space)
     if not space:
         raise UserError(f"method {method!r} has no tunable hyperparameter.")
     prepare(replace(cfg, methods=[method], role="tune"))   # bad input fails here, in one sentence, before trial 0

@@ -57,3 +57,14 @@ def test_bad_budget_is_one_sentence(tmp_path):
         with pytest.raises(UserError, match="--budget"):
             run(RunConfig(preset="smoke", n_models=4, cache=str(tmp_path), out=str(tmp_path / "o"), budget=b))
     assert not (tmp_path / "o").exists()
+
+
+def test_space_bounds_a_method_cannot_use_are_refused_before_trial_0(tmp_path):
+    from obliviate.errors import UserError
+    from obliviate.tune import tune
+    cfg = RunConfig(preset="smoke", n_models=2, cache=str(tmp_path / "c"), report=False, quiet=True)
+    for bad in ("lr=-1e-3:1e-2", "epochs=-2:3", "lr=1e-2:1e-4"):
+        k, _, b = bad.partition("=")
+        with pytest.raises(UserError, match=f"--space {k}"):
+            tune(cfg, "finetune", trials=1, space_overrides={k: b})
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.npz"))   # nothing ran
