@@ -207,13 +207,16 @@ def group_model(template: nn.Module, K: int) -> nn.Module:
                 new = GroupedLinear(K, m)
             elif isinstance(m, nn.Flatten) and m.start_dim != 1:
                 raise ValueError(f"group_model: Flatten({m.start_dim}) would mix the K models' batches")
-            elif isinstance(m, _PER_CHANNEL) or (next(m.children(), None) is not None and not any(
-                    True for _ in m.parameters(recurse=False)) and not any(True for _ in m.buffers(recurse=False))):
+            elif isinstance(m, _PER_CHANNEL) or (any(m.children()) and not _own_tensors(m)):
                 continue                                   # per-channel, or a container of layers handled here
             else:
                 raise ValueError(f"group_model cannot split layer {name!r} ({type(m).__name__}) into K models")
             setattr(parent, name, new)
     return net
+
+
+def _own_tensors(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))
 
 
 @torch.no_grad()
@@ -266,7 +269,8 @@ def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if keep_best_from_epoch is not None and step % per_epoch == 0 and step // per_epoch >= keep_best_from_epoch:
+        epoch = step // per_epoch if step % per_epoch == 0 else 0                     # > 0: an epoch ends
+        if keep_best_from_epoch is not None and epoch >= keep_best_from_epoch:
             acc = _grouped_correct(net, val, K, fmt)                              # train_model's rule, per model
             better = (acc > best_acc).tolist()
             if any(better):

