@@ -111,7 +111,7 @@ def compare(preset, s, k: int, n_single: int) -> dict:
     agree = agreement(preset, s, pop, ref)
     print(f"{preset.model} on {s.in_shape}, {len(s.retain)} examples, {preset.recipe.epochs} epochs: "
           f"single {per_single * 1e3:.0f} ms/model (median of {n_single}), batched {per_batched * 1e3:.1f} ms/model "
-          f"(K={k}, chunk {default_chunk(preset.model)}), max |diff| {diff:.2e}, "
+          f"(K={k}, chunk {default_chunk(preset.model, preset.model_kwargs)}), max |diff| {diff:.2e}, "
           f"test predictions agree {agree:.4f}", flush=True)
     check(diff, agree)
     return {"speedup": round(per_single / per_batched, 2), "models_per_second": round(1 / per_batched, 2),
@@ -123,7 +123,7 @@ def compare(preset, s, k: int, n_single: int) -> dict:
 def interleaved(preset, s, rounds: int, n_single: int, chunk=None) -> dict:
     """Paired rounds: one stacked chunk and `n_single` one-at-a-time models back to back, the order alternating,
     so a slow spell of the machine (measured: 1.4x one run, 0.84x the next, same command) hits both paths."""
-    chunk = chunk or default_chunk(preset.model)
+    chunk = chunk or default_chunk(preset.model, preset.model_kwargs)
     warm_up(preset, s)
     ratios, per_b, per_s = [], [], []
     for r in range(rounds):
@@ -183,7 +183,7 @@ def full(preset, s, chunk=None) -> dict:
     print(f"512 {preset.model} models batched: {wall:.1f} s, peak RSS {peak_mb:.0f} MB, "
           f"max |diff| vs one-at-a-time (seeds 0, 511) {diff:.2e}", flush=True)
     check(diff, agree)
-    return {"n_models": 512, "chunk": chunk or default_chunk(preset.model), "wall_seconds": round(wall, 1),
+    return {"n_models": 512, "chunk": chunk or default_chunk(preset.model, preset.model_kwargs), "wall_seconds": round(wall, 1),
             "peak_rss_mb": round(peak_mb), "models_per_second": round(512 / wall, 1), "max_abs_diff": diff,
             "test_prediction_agreement": agree}
 

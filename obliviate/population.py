@@ -21,6 +21,7 @@ and one-at-a-time weights agree to ~1e-7 after 30 epochs of the digits preset.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorSet, class_weights
-from .models import build_model
+from .models import MODELS, build_model
 from .presets import Recipe
 from .training import batch_bounds, check_keep_best, cosine_lr, make_generator, train_model
 
@@ -40,18 +41,26 @@ from .training import batch_bounds, check_keep_best, cosine_lr, make_generator, 
 # stays clear of the cliff past 16 on larger images.
 # resnet18 (paired rounds, 1 thread, 1,024 Fashion-MNIST images, speedup over one at a time at K=4/8/16):
 # width 8, 28 px 2.6/2.4/1.9x; 32 px 2.3/1.9/1.8x; width 16, 28 px 1.5/1.4/1.4x; 32 px 1.3/1.7/1.6x: 8.
+# Wider, the grouped convs cost more than the per-op overhead they save (512 images, 1 thread): width 32
+# 1.06x (K=4, 32 px) and 1.02x (K=8, 28 px); width 64 (torchvision's), 32 px, K=4: 0.66x. So a ResNet
+# wider than 16 trains one at a time (CPU figures; no GPU was measured).
 _CHUNK = {"mlp": 256, "cnn": 8, "resnet18": 8}
+_WIDEST = {"resnet18": 16}
 
 
-def population_supports_batching(model_name: str) -> bool:
-    """True where `train_population` trains the models stacked rather than one at a time."""
-    return model_name in _CHUNK
-
-
-def default_chunk(model_name: str) -> int:
-    """How many models `train_population` stacks at once by default (1: one at a time): a training job of
-    this many models costs one stacked run."""
+def default_chunk(model_name: str, model_kwargs: dict | None = None) -> int:
+    """How many models `train_population` stacks at once by default; 1: one at a time (a model that does not
+    stack, or one wider than stacking pays for). A training job of this many models costs one stacked run."""
+    if model_name in _WIDEST:
+        default = inspect.signature(MODELS[model_name]).parameters["width"].default
+        if (model_kwargs or {}).get("width", default) > _WIDEST[model_name]:
+            return 1
     return _CHUNK.get(model_name, 1)
+
+
+def population_supports_batching(model_name: str, model_kwargs: dict | None = None) -> bool:
+    """True where `train_population` trains the models stacked by default rather than one at a time."""
+    return default_chunk(model_name, model_kwargs) > 1
 
 
 def train_population(model_name: str, model_kwargs: dict, in_shape, data: TensorSet, recipe: Recipe,
@@ -62,9 +71,9 @@ def train_population(model_name: str, model_kwargs: dict, in_shape, data: Tensor
     seeds = [int(s) for s in seeds]
     kw, best = dict(model_kwargs or {}), {"val": val, "keep_best_from_epoch": keep_best_from_epoch}
     check_keep_best(recipe, val, keep_best_from_epoch)
-    if not population_supports_batching(model_name):
+    if model_name not in _CHUNK or not (chunk or population_supports_batching(model_name, kw)):
         return [_one(model_name, kw, in_shape, data, recipe, num_classes, s, best) for s in seeds]
-    chunk = max(1, int(chunk or default_chunk(model_name)))
+    chunk = max(1, int(chunk or default_chunk(model_name, kw)))
     out: list = []
     for i in range(0, len(seeds), chunk):
         part = seeds[i:i + chunk]

@@ -95,9 +95,11 @@ def test_resnet18_batched_matches_one_at_a_time():
     algorithm), in float32 within rounding. 49 examples in batches of 16: the last batch of one folds.
     Measured: float64 <= 3e-15; float32 1e-6..2e-5 at lr 1e-4 (at lr 1e-3, 1.4e-3: Adam turns the rounding
     of a near-zero gradient into an lr-sized step)."""
-    assert population_supports_batching("resnet18") and default_chunk("resnet18") > 1
-    assert default_chunk("no-such-model") == 1                  # trained one at a time by train_model
     kw, seeds = {"width": 2}, [3, 7, 11]
+    assert default_chunk("resnet18", kw) > 1 and population_supports_batching("resnet18", kw)
+    assert default_chunk("no-such-model") == 1                  # trained one at a time by train_model
+    assert default_chunk("resnet18", {"width": 32}) == default_chunk("resnet18") == 1   # slower stacked
+    assert not population_supports_batching("resnet18")
     recipe = Recipe(epochs=2, batch_size=16)                    # the challenge's lr 1e-4
     old = torch.get_default_dtype()
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
