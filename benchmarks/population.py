@@ -183,8 +183,8 @@ def full(preset, s, chunk=None) -> dict:
     print(f"512 {preset.model} models batched: {wall:.1f} s, peak RSS {peak_mb:.0f} MB, "
           f"max |diff| vs one-at-a-time (seeds 0, 511) {diff:.2e}", flush=True)
     check(diff, agree)
-    return {"n_models": 512, "chunk": chunk or default_chunk(preset.model, preset.model_kwargs), "wall_seconds": round(wall, 1),
-            "peak_rss_mb": round(peak_mb), "models_per_second": round(512 / wall, 1), "max_abs_diff": diff,
+    return {"n_models": 512, "chunk": chunk or default_chunk(preset.model, preset.model_kwargs),
+            "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_mb), "models_per_second": round(512 / wall, 1), "max_abs_diff": diff,
             "test_prediction_agreement": agree}
 
 
