@@ -160,3 +160,12 @@ def test_nstudy_and_pairwise_refuse_tiny_runs(tmp_path):
         pairwise_table(tiny)
     with pytest.raises(UserError, match="between 0 and 1"):
         pairwise_table(path, confidence=1.5)
+
+
+def test_tied_methods_share_their_rank():
+    rng = np.random.default_rng(9)
+    pops = board(rng, 16, 6, {"finetune": (0.2, 0.9), "a": (3.0, 0.2)})
+    pops["b"] = pops["a"]                              # far off: F = 0 in every draw, like many digits rows
+    out = board_intervals(pops, draws=30)
+    assert out["a"]["rank"] == out["b"]["rank"] == 2 and out["a"]["rank_ci"] == out["b"]["rank_ci"] == [2, 2]
+    assert out["a"]["p_beats_next"] == 0.5

@@ -116,11 +116,13 @@ def board_intervals(populations: dict, reference: str = "retrained", rows=None, 
     methods = sorted((k for k in d if roles.get(k, "method") == "method"), key=lambda k: -d[k]["score_hat"])
     if methods:
         s = np.stack([d[k]["score"] for k in methods])                        # [methods, draws]
-        ranks = 1 + np.argsort(np.argsort(-s, axis=0, kind="stable"), axis=0, kind="stable")
+        ranks = 1 + (s[None, :, :] > s[:, None, :]).sum(axis=1)              # ties share the best place
+        hat = np.array([d[k]["score_hat"] for k in methods])
+        place = 1 + (hat[None, :] > hat[:, None]).sum(axis=1)
         a = (1 - confidence) / 2
         for i, k in enumerate(methods):
             lo, hi = np.quantile(ranks[i], [a, 1 - a], method="inverted_cdf")
-            out[k].update(rank=i + 1, rank_ci=[int(lo), int(hi)],
+            out[k].update(rank=int(place[i]), rank_ci=[int(lo), int(hi)],
                           p_beats_baseline=beats(s[i], d[baseline]["score"]) if baseline in d and k != baseline
                           else None,
                           beats_next=methods[i + 1] if i + 1 < len(methods) else None,
