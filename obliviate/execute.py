@@ -51,6 +51,12 @@ def _splits_on(ctx: Context, device: torch.device) -> Splits:
     return _DEVICE_SPLITS[k]
 
 
+def keep_best(preset: Preset, splits: Splits) -> dict:
+    """The recipe's best-validation checkpointing, as train_model/train_population take it ({} when off)."""
+    e = preset.recipe.keep_best_from_epoch
+    return {} if e is None else {"val": splits.val, "keep_best_from_epoch": e}
+
+
 def run_job(ctx: Context, job: Job) -> dict:
     """Train or unlearn the job's members and evaluate each; returns stacked arrays (no weights kept)."""
     device = resolve_device(ctx.device)
@@ -60,7 +66,7 @@ def run_job(ctx: Context, job: Job) -> dict:
         from .population import train_population
         data = splits.retain if pop.on == "retain" else splits.train
         states, secs = timed(train_population, p.model, p.model_kwargs, splits.in_shape, data, p.recipe,
-                             splits.num_classes, job.seeds)
+                             splits.num_classes, job.seeds, **keep_best(p, splits))
         model = build_model(p.model, splits.in_shape, splits.num_classes, **p.model_kwargs).to(device)
         for state in states:
             model.load_state_dict(state)
@@ -199,7 +205,7 @@ def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]
     torch.manual_seed(init)
     model = build_model(p.model, splits.in_shape, splits.num_classes, seed=init, **p.model_kwargs).to(device)
     _, secs = timed(train_model, model, dsplits.train, p.recipe, splits.num_classes,
-                    member_seed(seed, "original-data", 0))
+                    member_seed(seed, "original-data", 0), **keep_best(p, dsplits))
     store.save_weights(plan.original_key, model.state_dict(), {"seconds": secs})
     return store.load_weights(plan.original_key)
 

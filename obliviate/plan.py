@@ -31,7 +31,7 @@ from .training import resolve_device
 
 EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence definition changes
 UNLEARN_CHUNK = 16               # unlearning runs per job (resume granularity; one Ray task)
-TRAIN_CHUNK = {"mlp": 64, "cnn": 8}   # models per training job where the model trains batched (resume unit)
+MAX_TRAIN_JOB = 64               # at most this many models per training job: the resume unit (the MLP stacks 256)
 ORIGINAL_TIMING = "warm-1"       # bump when how the original's training is timed changes (it is the cost unit)
 UNLEARN_TIMING = "warm-2"        # the same for unlearning runs' timing
 
@@ -143,9 +143,10 @@ def default_cache_path(cfg: RunConfig) -> Path:
 
 
 def train_chunk(preset: Preset) -> int:
-    """Models per training job: a batched chunk where the model trains batched, else one."""
-    from .population import population_supports_batching
-    return TRAIN_CHUNK.get(preset.model, 8) if population_supports_batching(preset.model) else 1
+    """Models per training job: one stacked chunk (population.default_chunk: 8 for the CNN and ResNets up to
+    width 16, 1 where stacking does not pay), capped at MAX_TRAIN_JOB so a killed run loses little."""
+    from .population import default_chunk
+    return min(default_chunk(preset.model, preset.model_kwargs), MAX_TRAIN_JOB)
 
 
 def validate(cfg: RunConfig):

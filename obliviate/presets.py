@@ -47,6 +47,8 @@ class Recipe:
     lr: float = 1e-4
     weight_decay: float = 5e-3
     class_weighted: bool = True
+    keep_best_from_epoch: int | None = None   # the organisers kept each model's best-validation checkpoint (the
+                                              # retrained ones from epoch 20 of 30); None: the last epoch
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Preset:
             lines.append('threads = "auto"')
         for table in ("recipe", "model_kwargs", "source_kwargs"):
             if d[table]:
-                lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in d[table].items()]
+                lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in d[table].items() if v is not None]
         return "\n".join(lines) + "\n"
 
 
@@ -172,7 +174,7 @@ TOP = {"name": _text, "source": _text, "model": _text, "forget": _text, "n_model
        "model_kwargs": _table, "source_kwargs": _table}
 REQUIRED = ("source", "model")
 RECIPE = {"epochs": _int(1), "batch_size": _int(1), "lr": _pos_float, "weight_decay": _nonneg_float,
-          "class_weighted": _bool}
+          "class_weighted": _bool, "keep_best_from_epoch": _int(1)}
 
 
 def _check(where: str, table: dict, spec: dict, prefix: str = "") -> None:

@@ -259,3 +259,26 @@ def test_trained_populations_and_the_original_are_keyed_by_the_training_code(tmp
             assert now["retrained"] != base_keys["retrained"] and now["original"] != base_keys["original"]
         f.write_text(old)
     assert training_code(p) == base_code and keys() == base_keys
+
+
+def test_best_validation_checkpoint_reaches_the_original_and_the_populations(tmp_path, monkeypatch):
+    # the organisers kept each model's best-validation checkpoint; a recipe asking for it must reach both the
+    # original's training and every trained population, and must change their keys
+    from dataclasses import replace
+    import obliviate.execute as ex
+    from obliviate.presets import get_preset
+    seen = []
+    real_model = ex.train_model
+    monkeypatch.setattr(ex, "train_model", lambda *a, **k: (seen.append(("original", k.get("keep_best_from_epoch"))),
+                                                            real_model(*a, **k))[1])
+    import obliviate.population as population
+    real_tp = population.train_population
+    monkeypatch.setattr(population, "train_population",
+                        lambda *a, **k: (seen.append(("population", k.get("keep_best_from_epoch"))), real_tp(*a, **k))[1])
+    smoke = get_preset("smoke")
+    rec = tmp_path / "best.toml"
+    rec.write_text(replace(smoke, name="best", recipe=replace(smoke.recipe, keep_best_from_epoch=5)).to_toml())
+    board, _ = run(RunConfig(preset=str(rec), methods=["finetune"], n_models=2, cache=str(tmp_path / "c"),
+                             out=str(tmp_path / "o"), report=False, quiet=True, workers=1))
+    assert ("original", 5) in seen and seen.count(("population", 5)) == 3      # retrained, oracle, original*
+    assert board["preset_record"]["recipe"]["keep_best_from_epoch"] == 5
