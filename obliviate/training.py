@@ -14,13 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorSet, class_weights
+from .data.base import batch_bounds
 from .errors import UserError
 from .presets import Recipe
 
 
-# Bump when train_model's (and so train_population's) result for the same inputs changes; training cache keys
-# carry it. 2: a lone last example joins the previous batch (batch_bounds); keep_best_from_epoch.
-TRAINING_VERSION = 2
+# Cached trained models are keyed by this module's source (plan.training_code): an edit here recomputes them.
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -45,18 +44,6 @@ def make_generator(seed: int) -> torch.Generator:
 
 def cosine_lr(base: float, step: int, total: int) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * step / max(1, total)))
-
-
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """[start, end) of each batch in an epoch of n shuffled examples: `batch_size` each and a shorter last
-    one, except that a last batch of ONE example joins the batch before it (batch_size + 1 examples): a
-    BatchNorm cannot train on one example (ResNet-18's layer4 maps are 1x1 on 32 px images, so a lone example
-    leaves one value per channel; measured: train_model on 65 CIFAR-sized images raised "Expected more than
-    1 value per channel"). TensorLoader serves the methods' loaders by the same rule."""
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()
-    return list(zip(starts, starts[1:] + [n]))
 
 
 def train_model(model: nn.Module, data: TensorSet, recipe: Recipe, num_classes: int, seed: int, *,

@@ -155,7 +155,9 @@ class ExampleDataset(torch.utils.data.Dataset):
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """[start, stop) of each batch over n shuffled rows: `batch_size` rows each, the rest in the last, except
     that a last batch of ONE row joins the batch before it (BatchNorm in train mode cannot take a batch of
-    one; every row is still seen). Shared by every loop that batches data (training, populations, loaders)."""
+    one; every row is still seen; measured: train_model on 65 CIFAR-sized images raised "Expected more than 1
+    value per channel", ResNet-18's layer4 maps being 1x1). Shared by every loop that batches data (training,
+    populations, loaders)."""
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
