@@ -26,9 +26,9 @@ def fmt(key, value) -> str:
 
 
 def cell(row, key) -> str:
-    """fmt of row[key], with its interval when the row has one: F and score as "0.1834 (0.161–0.210)"."""
+    """fmt of row[key], with its interval when the row has one: F and score as "0.1834 (0.1612–0.2101)"."""
     ci = row.get(f"{key}_ci") if key in ("forgetting_quality", "score") else None
-    return fmt(key, row[key]) + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+    return fmt(key, row[key]) + (f" ({ci[0]:.4f}–{ci[1]:.4f})" if ci else "")
 
 
 def row_label(row) -> str:

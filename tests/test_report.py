@@ -181,11 +181,11 @@ def test_report_leaderboard_shows_intervals_and_pairwise_probabilities(run):
         assert head in html
     assert "P(> finetune)" in md and "P(> next)" in md
     lo, hi = rows["scrub"]["score_ci"]
-    assert f"{lo:.3f}–{hi:.3f}" in html and f"{lo:.3f}–{hi:.3f}" in md
+    assert f"{lo:.4f}–{hi:.4f}" in html and f"{lo:.4f}–{hi:.4f}" in md
     r = rows["scrub"]["rank_ci"]
     assert f"| {r[0]}–{r[1]} |" in md
     lo, hi = rows["oracle"]["forgetting_quality_ci"]                  # the ceiling row has its interval too
-    assert lo <= rows["oracle"]["forgetting_quality"] <= hi and f"{lo:.3f}–{hi:.3f}" in md
+    assert lo <= rows["oracle"]["forgetting_quality"] <= hi and f"{lo:.4f}–{hi:.4f}" in md
 
 
 def test_report_computes_intervals_for_runs_written_before_them(tmp_path):
@@ -200,4 +200,4 @@ def test_report_computes_intervals_for_runs_written_before_them(tmp_path):
     _, md_path = write_report(path)
     md = md_path.read_text()
     for lo, hi in want.values():                # the same intervals: same seed, same draws
-        assert f"{lo:.3f}–{hi:.3f}" in md
+        assert f"{lo:.4f}–{hi:.4f}" in md

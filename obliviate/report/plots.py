@@ -291,7 +291,11 @@ def nstudy(study: dict) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(int(n)) for n in sizes])
         ax.set_xlabel("models per population (n)")
-        ax.set_ylabel("forgetting quality F")
+        vals = np.array([v for k in rows for v in rows[k]["f"] + [c for ci in rows[k]["f_ci"] for c in ci]], float)
+        pos = vals[vals > 0]
+        if pos.size and pos.max() / pos.min() > 30:        # methods far under the ceiling: a log axis shows them
+            ax.set_yscale("symlog", linthresh=float(pos.min()), linscale=0.3)
+        ax.set_ylabel("forgetting quality F" + (" (log axis)" if ax.get_yscale() == "symlog" else ""))
         ax.set_title(f"F with n models (bands: {pct} of draws; grey: other methods)")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", frameon=False, fontsize=8)

@@ -35,7 +35,7 @@ def _pp(x):
 
 def _ci(x):
     ok = isinstance(x, (list, tuple)) and len(x) == 2 and all(num(v) is not None for v in x)
-    return f"{num(x[0]):.3f}–{num(x[1]):.3f}" if ok else "–"
+    return f"{num(x[0]):.4f}–{num(x[1]):.4f}" if ok else "–"
 
 
 def _rank_ci(x):

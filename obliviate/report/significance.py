@@ -140,7 +140,7 @@ def nstudy_table(study: dict, markdown: bool = False) -> str:
     for k in order:
         v = study["rows"][k]
         tag = {"ceiling": " (ceiling)", "floor": " (floor)"}.get(study["roles"].get(k, "method"), "")
-        body.append([k + tag] + [f"{f:.3f} ({lo:.3f}–{hi:.3f})" for f, (lo, hi) in zip(v["f"], v["f_ci"])])
+        body.append([k + tag] + [f"{f:.4f} ({lo:.4f}–{hi:.4f})" for f, (lo, hi) in zip(v["f"], v["f_ci"])])
     body.append(["rank rho vs n=N"] + ["–" if r is None else f"{r:.2f}" + (f" ({c[0]:.2f}–{c[1]:.2f})" if c else "")
                                        for r, c in zip(study["rho"], study["rho_ci"])])
     foot = (f"F per method with n models per population (mean over {study['draws']} subsamples of the run's models, "
