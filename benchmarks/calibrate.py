@@ -108,8 +108,8 @@ def candidate_row(cid: str, board: dict, out_dir: Path, names: list, wall: float
     ft = nine["finetune"]
     winners = [t for t, _ in names if t != "finetune"]
     beats = [t for t in winners if not nine[t]["over_budget"] and nine[t]["score"] > ft["score"]]
-    clearly = None
-    if "score_ci" in ft:
+    clearly = None                                  # intervals: absent on older runners, None at tiny N
+    if ft.get("score_ci") and all(nine[t].get("score_ci") for t in beats):
         clearly = [t for t in beats if nine[t]["score_ci"][0] > ft["score_ci"][1]]
     pops = out_dir / "populations"
     conf_ft = np.load(pops / f"{by[dict(names)['finetune']]['method']}.npz", allow_pickle=False)["conf"]
@@ -266,7 +266,7 @@ def winners_markdown(table: list[dict]) -> str:
         cells = []
         for t in teams:
             x = r["rows"][t]
-            ci = f" [{x['score_ci'][0]:.3f}, {x['score_ci'][1]:.3f}]" if "score_ci" in x else ""
+            ci = f" [{x['score_ci'][0]:.3f}, {x['score_ci'][1]:.3f}]" if x.get("score_ci") else ""
             cells.append(f"{x['score']:.4f}{ci} ({x['cost'] / BUDGET:.1f}{'!' if x['over_budget'] else ''})")
         lines.append(f"| {r['id']} | {r['n_models']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
