@@ -276,9 +276,13 @@ def nstudy(study: dict) -> Figure:
     with matplotlib.rc_context(RC):
         fig = new_figure(12.0, 4.6)
         ax, bx = fig.subplots(1, 2, width_ratios=[2.2, 1])
+        vals = np.array([v for k in rows for v in rows[k]["f"] + [c for ci in rows[k]["f_ci"] for c in ci]], float)
+        pos = vals[vals > 0]
+        floor = float(pos.min()) / 2 if pos.size and pos.max() / pos.min() > 30 else None
+        clip = (lambda y: np.maximum(np.asarray(y, float), floor)) if floor else (lambda y: np.asarray(y, float))
         for k in methods[NSTUDY_SHOWN:]:
             if k not in shown:
-                ax.plot(sizes, rows[k]["f"], color="#c8c8c8", linewidth=0.8, zorder=1)
+                ax.plot(sizes, clip(rows[k]["f"]), color="#c8c8c8", linewidth=0.8, zorder=1)
         styles = [(k, palette[i % len(palette)], "-", "o") for i, k in enumerate(shown)]
         styles += [(k, ROLE_STYLE[roles[k]][0], "--" if roles[k] == "ceiling" else ":", ROLE_STYLE[roles[k]][1])
                    for k in rows if roles.get(k) in ("ceiling", "floor")]
@@ -286,16 +290,15 @@ def nstudy(study: dict) -> Figure:
             f = np.asarray(rows[k]["f"])
             ci = np.asarray(rows[k]["f_ci"], dtype=float)
             label = k + {"ceiling": " (ceiling)", "floor": " (floor)"}.get(roles.get(k, "method"), "")
-            ax.fill_between(sizes, ci[:, 0], ci[:, 1], color=color, alpha=0.13, linewidth=0, zorder=2)
-            ax.plot(sizes, f, color=color, linestyle=ls, marker=marker, markersize=4, label=label, zorder=3)
+            ax.fill_between(sizes, clip(ci[:, 0]), clip(ci[:, 1]), color=color, alpha=0.13, linewidth=0, zorder=2)
+            ax.plot(sizes, clip(f), color=color, linestyle=ls, marker=marker, markersize=4, label=label, zorder=3)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(int(n)) for n in sizes])
         ax.set_xlabel("models per population (n)")
-        vals = np.array([v for k in rows for v in rows[k]["f"] + [c for ci in rows[k]["f_ci"] for c in ci]], float)
-        pos = vals[vals > 0]
-        if pos.size and pos.max() / pos.min() > 30:        # methods far under the ceiling: a log axis shows them
-            ax.set_yscale("symlog", linthresh=float(pos.min()), linscale=0.3)
-        ax.set_ylabel("forgetting quality F" + (" (log axis)" if ax.get_yscale() == "symlog" else ""))
+        if floor:                                 # methods far under the ceiling: a log axis shows them
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=floor * 0.9)
+        ax.set_ylabel("forgetting quality F" + (f" (log axis; 0 drawn at {floor:.0e})" if floor else ""))
         ax.set_title(f"F with n models (bands: {pct} of draws; grey: other methods)")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", frameon=False, fontsize=8)
