@@ -30,8 +30,8 @@ import numpy as np
 
 from .challenge import example_epsilons, points
 
-DRAWS = 200           # half-samples per run: coverage 0.95 at N = 512 with 100 (docs/intervals.md); 17 s of
-                      # CPU for a 18-row digits-sized board at N = 512 (benchmarks/README.md)
+DRAWS = 200           # half-samples per run: coverage 0.93-0.95 at N = 512 with 100 (docs/intervals.md); 200
+                      # put 5 draws in each 2.5% tail; 17.6 s of CPU for the 19-row digits board at N = 512
 CONFIDENCE = 0.95
 
 
@@ -128,8 +128,6 @@ def board_intervals(populations: dict, reference: str = "retrained", rows=None, 
                           beats_next=methods[i + 1] if i + 1 < len(methods) else None,
                           p_beats_next=beats(s[i], s[i + 1]) if i + 1 < len(methods) else None)
     return out
-
-
 
 
 def annotate_rows(rows: list, populations: dict, reference: str = "retrained", confidence: float = CONFIDENCE,
