@@ -59,3 +59,20 @@ def test_train_model_survives_a_last_batch_of_one():
     train_model(net, data, Recipe(epochs=2, batch_size=64, lr=1e-3), 10, seed=0)
     assert int(net.bn1.num_batches_tracked) == 2                # one batch of 65 per epoch
     assert not torch.equal(before, net.fc.weight) and not net.training
+
+
+@pytest.mark.parametrize("name,in_shape,kw", [("mlp", (1, 8, 8), {"hidden": (16,)}), ("cnn", (1, 8, 8), {"width": 4}),
+                                             ("resnet18", (3, 32, 32), {"width": 4})])
+def test_submissions_find_the_classifier_as_fc_on_every_model(name, in_shape, kw):
+    # Kaggle notebooks reach layers by torchvision's names (`net.fc.reset_parameters()`, `net.conv1`): the
+    # classifier is `fc` on every registered model, and the stem `conv1` wherever there is a conv
+    from obliviate.models import build_model
+    from obliviate.models.layers import last_layer
+    net = build_model(name, in_shape, 10, seed=0, **kw)
+    assert net.fc is last_layer(net) and net.fc.out_features == 10
+    if name != "mlp":
+        assert isinstance(net.conv1, torch.nn.Conv2d)
+    before = net.fc.weight.clone()
+    torch.manual_seed(1)
+    net.fc.reset_parameters()
+    assert not torch.equal(before, net.fc.weight)
