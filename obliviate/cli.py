@@ -62,13 +62,24 @@ def parse_hp(items) -> dict:
 
 
 def leaderboard_table(board: dict) -> Table:
-    from .write import COLUMNS, cell, row_label
+    from .write import COLUMNS, fmt, row_label
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}")
-    for c in COLUMNS:
-        t.add_column(c, justify="left" if c == "method" else "right")
+    short = {"forgetting_quality": "F", "n_models": "N"}            # narrow headers leave room for the interval
+    ci = any(r.get("score_ci") for r in board["rows"])
+    level = f"{100 * (board.get('confidence') or 0.95):g}%"
+    for c in COLUMNS:   # the method keeps one line
+        t.add_column(short.get(c, c), justify="left" if c == "method" else "right", no_wrap=c == "method")
+        if c == "score" and ci:
+            t.add_column(f"score {level}", justify="right", no_wrap=True)
     for r in board["rows"]:
         style = {"ceiling": "green", "floor": "red"}.get(r["role"], "yellow" if r.get("over_budget") else None)
-        t.add_row(row_label(r), *[cell(r, c) for c in COLUMNS[1:]], style=style)
+        cells = []
+        for c in COLUMNS[1:]:
+            cells.append(fmt(c, r[c]))
+            if c == "score" and ci:
+                lo_hi = r.get("score_ci")
+                cells.append(f"{lo_hi[0]:.4f}–{lo_hi[1]:.4f}" if lo_hi else "")
+        t.add_row(row_label(r), *cells, style=style)
     return t
 
 
