@@ -293,7 +293,8 @@ footer{margin-top:36px;font-size:12px;color:#777}
             "the retrained models' in percentage points. Intervals (" + e(_conf(run)) + "): redraws of both "
             "populations' models by paired half-sampling (docs/intervals.md); rank interval: the method's rank "
             "among the methods over the draws; P(&gt; X): the share of draws in which the method's score beats "
-            "<code>finetune</code> or the method ranked just below it. Every metric is defined in the glossary below.</p>",
+            "<code>finetune</code> or the method ranked just below it. Every metric is defined in the glossary "
+            "below.</p>",
             "<details><summary>Hyper-parameters</summary><table><thead><tr>"
             '<th class="name">method</th><th class="text">hyper-parameters</th></tr></thead><tbody>']
     out += [f'<tr><td class="name">{e(r["method"])}</td><td class="text"><code>{e(_hparams(r))}</code></td></tr>'

@@ -132,8 +132,8 @@ def write_nstudy(run_dir, confidence: float = CONFIDENCE, draws: int = STUDY_DRA
 def nstudy_table(study: dict, markdown: bool = False) -> str:
     """Rows: methods (+ ceiling, floor); columns: F at each n with its interval; last row: Spearman rho."""
     sizes = study["sizes"]
-    order = sorted(study["rows"], key=lambda k: ({"ceiling": 0, "method": 1, "floor": 2}[study["roles"].get(k, "method")],
-                                                  -study["rows"][k]["score"][-1]))
+    place = {"ceiling": 0, "method": 1, "floor": 2}
+    order = sorted(study["rows"], key=lambda k: (place[study["roles"].get(k, "method")], -study["rows"][k]["score"][-1]))
     pct = f"{100 * study['confidence']:g}%"
     header = ["method"] + [f"n={n}" for n in sizes]
     body = []
