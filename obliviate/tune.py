@@ -95,7 +95,8 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
             hp[k] = (trial.suggest_int(k, int(lo), int(hi)) if kind == "int"
                      else trial.suggest_float(k, lo, hi, log=lo > 0))
         board, _ = run(replace(cfg, methods=[method], hp={f"{method}.{k}": v for k, v in hp.items()},
-                               role="tune", report=False, out=str(work / f"trial-{trial.number}")))
+                               role="tune", report=False, out=str(work / f"trial-{trial.number}"),
+                               confidence=None))   # a trial needs the score, not its interval (1-5 s saved)
         row = next(r for r in board["rows"] if r["role"] == "method")
         trial.set_user_attr("score", row["score"])
         trial.set_user_attr("cost", row["cost"])
