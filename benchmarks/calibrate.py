@@ -149,7 +149,11 @@ def faithfulness(rec: dict, n_train: int) -> list:
 
 
 def record_hash(rec: dict) -> str:
-    return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12]
+    """Hash of the record without its None values: a field added later with a None default (e.g. the recipe's
+    keep_best_from_epoch) leaves the rows measured before it valid, since None means 'as before'."""
+    def strip(v):
+        return {k: strip(x) for k, x in v.items() if x is not None} if isinstance(v, dict) else v
+    return hashlib.sha256(json.dumps(strip(rec), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # --- the table -----------------------------------------------------------------------------------------
@@ -176,7 +180,7 @@ def append_row(row: dict, path: Path = TABLE) -> None:
 
 
 def done(table: list, cid: str, n: int, rec: dict) -> bool:
-    return any(r["id"] == cid and r["n_models"] == n and r["record_hash"] == record_hash(rec) for r in table)
+    return any(r["id"] == cid and r["n_models"] == n and record_hash(r["record"]) == record_hash(rec) for r in table)
 
 
 def run_candidate(cid: str, n: int, *, grid_dir: Path = GRID_DIR, cache: Path = CACHE, methods=None) -> dict:
@@ -230,13 +234,18 @@ def study(ids, n_override=None, *, table_path: Path = TABLE, grid_dir: Path = GR
     return added
 
 
+def by_faithfulness(table: list[dict]) -> list[dict]:
+    """Rows in the choice rule's order, least faithful first (then by N)."""
+    return sorted(table, key=lambda r: (tuple(r["faithfulness"]), r["id"], r["n_models"]))
+
+
 def markdown(table: list[dict]) -> str:
     head = ("| candidate | N | key (a,b,c,d) | ceiling F / score | floor F / score | finetune F / score | "
             "winners > finetune in budget | rho vs challenge | spread ratio | location gap | "
             "winners' median cost (budgets) | retrained retain acc | eligible | screen wall (min) | "
             "projected full, N=32 / 64 (min) |")
     lines = [head, "|" + "---|" * 15]
-    for r in table:
+    for r in by_faithfulness(table):
         ft = r["rows"]["finetune"]
         beats = f"{len(r['beats_finetune'])}/8"
         if r.get("clearly_beats_finetune") is not None:
@@ -262,7 +271,7 @@ def winners_markdown(table: list[dict]) -> str:
     """Each candidate's nine scores (and cost in budgets), in the challenge's order."""
     teams = [t for t, _ in CHALLENGE_ORDER]
     lines = ["| candidate | N | " + " | ".join(teams) + " |", "|" + "---|" * (len(teams) + 2)]
-    for r in table:
+    for r in by_faithfulness(table):
         cells = []
         for t in teams:
             x = r["rows"][t]
