@@ -315,7 +315,8 @@ def main(argv=None):
     ids = a.only.split(",") if a.only else [c for c, _ in GRID]
     missing = [c for c in ids if not (GRID_DIR / f"{c}.toml").exists()]
     if missing:
-        print(f"no candidate record {GRID_DIR / (missing[0] + '.toml')}: skipping {', '.join(missing)}", file=sys.stderr)
+        print(f"no candidate record {GRID_DIR / (missing[0] + '.toml')}: skipping {', '.join(missing)}",
+              file=sys.stderr)
         ids = [c for c in ids if c not in missing]
     try:
         study(ids, a.n_models, log=lambda m: print(m, flush=True))

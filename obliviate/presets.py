@@ -170,8 +170,8 @@ _table.want = "a table ([name] section)"
 
 
 TOP = {"name": _text, "source": _text, "model": _text, "forget": _text, "n_models": _int(2), "group_size": _int(1),
-       "max_train": _int(1), "imbalance": _at_least_one, "pixel_scale": _pos_float, "needs_path": _bool, "threads": _threads, "recipe": _table,
-       "model_kwargs": _table, "source_kwargs": _table}
+       "max_train": _int(1), "imbalance": _at_least_one, "pixel_scale": _pos_float, "needs_path": _bool,
+       "threads": _threads, "recipe": _table, "model_kwargs": _table, "source_kwargs": _table}
 REQUIRED = ("source", "model")
 RECIPE = {"epochs": _int(1), "batch_size": _int(1), "lr": _pos_float, "weight_decay": _nonneg_float,
           "class_weighted": _bool, "keep_best_from_epoch": _int(1)}
@@ -201,7 +201,8 @@ def preset_from_dict(d: dict, where: str = "preset", default_name: str | None = 
     from .models import MODELS
     from .data import SOURCES
     if d["model"] not in MODELS:
-        raise UserError(f"{where}: model = {d['model']!r} is not a registered model: use one of {', '.join(sorted(MODELS))}.")
+        raise UserError(f"{where}: model = {d['model']!r} is not a registered model: use one of "
+                        f"{', '.join(sorted(MODELS))}.")
     if d["source"] not in SOURCES:
         raise UserError(f"{where}: source = {d['source']!r} is not a registered data source: use one of "
                         f"{', '.join(sorted(SOURCES))}.")
