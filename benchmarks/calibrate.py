@@ -119,7 +119,7 @@ def candidate_row(cid: str, board: dict, out_dir: Path, names: list, wall: float
     n_train = board["n_retain"] + board["n_forget"]
     n_all = n_registered_methods()
     keep = ("forgetting_quality", "score", "retain_acc", "test_acc", "cost", "over_budget", "forgetting_quality_ci",
-            "score_ci")
+            "score_ci", "p_beats_baseline")      # P(row beats finetune) over half-sample draws (metrics/resample.py)
     return {
         "id": cid, "n_models": board["n_models"], "record_hash": record_hash(rec), "record": rec,
         "steps_per_epoch": n_train / rec["recipe"]["batch_size"], "n_train": n_train, "n_forget": board["n_forget"],
