@@ -9,20 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import calibrate  # noqa: E402
+from records import TINY_RECORD  # noqa: E402
 
 TEAMS = [t for t, _ in calibrate.CHALLENGE_ORDER]
-TINY = """
-source = "digits"
-model = "mlp"
-forget = "groups:3"
-n_models = 3
-max_train = 400
-[recipe]
-epochs = 3
-lr = 3e-3
-[model_kwargs]
-hidden = [16]
-"""
+TINY = TINY_RECORD.replace("epochs = 2", "epochs = 3")
 
 
 def test_spearman_against_the_challenge_order():

@@ -7,19 +7,9 @@ import pytest
 
 from obliviate.errors import UserError
 from obliviate.presets import PRESETS, get_preset, load_preset
+from records import TINY_RECORD
 
-GOOD = """
-source = "digits"
-model = "mlp"
-forget = "groups:3"
-n_models = 3
-max_train = 400
-[recipe]
-epochs = 2
-lr = 3e-3
-[model_kwargs]
-hidden = [16]
-"""
+GOOD = TINY_RECORD
 
 
 def write(tmp_path, text, name="mine.toml"):
