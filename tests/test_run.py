@@ -282,3 +282,39 @@ def test_best_validation_checkpoint_reaches_the_original_and_the_populations(tmp
                              out=str(tmp_path / "o"), report=False, quiet=True, workers=1))
     assert ("original", 5) in seen and seen.count(("population", 5)) == 3      # retrained, oracle, original*
     assert board["preset_record"]["recipe"]["keep_best_from_epoch"] == 5
+
+
+def test_a_resnet_preset_whose_retain_set_leaves_a_last_batch_of_one_runs_every_method(tmp_path):
+    # ResNet-18's layer4 BatchNorms see 1x1 maps: a lone last example in any training or unlearning batch would
+    # stop them ("Expected more than 1 value per channel when training"). Find a training-set size that leaves
+    # the retain set at 64k + 1 examples, then train, unlearn with every registered method, and score.
+    from obliviate.data import load_source, make_splits
+    from obliviate.presets import preset_from_dict
+    raw = load_source("digits")
+    max_train = next(m for m in range(150, 400) if len(make_splits(raw, "groups:2", 0, group_size=8,
+                                                                 max_train=m).retain) % 64 == 1)
+    record = {"name": "resnet-lone", "source": "digits", "model": "resnet18", "forget": "groups:2",
+              "max_train": max_train, "n_models": 2, "threads": 1,
+              "recipe": {"epochs": 2, "lr": 3e-3, "weight_decay": 5e-4},
+              "model_kwargs": {"width": 2, "stem": "cifar"}}
+    preset = preset_from_dict(record)
+    path = tmp_path / "resnet-lone.toml"
+    path.write_text(preset.to_toml())
+    board, _ = run(RunConfig(preset=str(path), methods=["all"], n_models=2, cache=str(tmp_path / "c"),
+                             out=str(tmp_path / "o"), report=False, quiet=True, workers=1))
+    assert board["n_retain"] % 64 == 1
+    methods = [r for r in board["rows"] if r["role"] == "method"]
+    from obliviate.methods import METHODS
+    assert {r["method"] for r in methods} == set(METHODS) and all(0 <= r["score"] <= 1 for r in methods)
+
+
+def test_the_default_presets_full_leaderboard_runs_end_to_end_at_small_n(tmp_path):
+    # `make run` = every method on the default preset: the same, at N = 2
+    from obliviate.methods import METHODS
+    default = RunConfig().preset
+    board, out = run(RunConfig(methods=["all"], n_models=2, cache=str(tmp_path / "c"), out=str(tmp_path / "o"),
+                               report=False, quiet=True, workers=1))
+    assert board["preset"] == default == "digits"
+    rows = {r["method"]: r for r in board["rows"]}
+    assert set(METHODS) <= set(rows) and rows["oracle"]["role"] == "ceiling" and rows["original"]["role"] == "floor"
+    assert (out / "leaderboard.md").exists() and board["preset_record"]["name"] == default
