@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 
+from .codehash import code_fingerprint, modules_fingerprint
 from .data import Splits, load_source, make_splits
 from .errors import UserError
 from .methods import canonical_name, expand_method_names, get_method
+from .models import MODELS
 from .presets import Preset, get_preset
-from .store import Store, content_key
+from .store import Store, content_key, default_cache
 from .training import resolve_device
 
 EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence definition changes
@@ -94,10 +96,6 @@ class Plan:
     jobs: list                # the chunks not yet in the store
     out: Path
 
-    @property
-    def model_spec(self) -> dict:
-        return model_spec(self.preset)
-
 
 def member_seed(seed: int, tag: str, i: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{tag}/{i}".encode()).digest()[:7], "little")
@@ -107,17 +105,10 @@ def model_spec(preset: Preset) -> dict:
     return {"model": preset.model, "kwargs": preset.model_kwargs, "recipe": asdict(preset.recipe)}
 
 
-def code_fingerprint_of(method) -> str:
-    """Hash of the code that decides the method's result: a user's file or function source, or a registered
-    method's module with every obliviate module it imports and the protocol it runs under (codehash)."""
-    from .codehash import code_fingerprint
-    return code_fingerprint(method)
-
-
 def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
     """One Population per requested method: names expanded, hyperparameters resolved (tuned values, then
     --hp overrides), and the code fingerprint that goes into every key."""
-    tuned = (store or Store(default_cache_path(cfg))).load_hp_preset(cfg.hp_preset, cfg.preset) if cfg.hp_preset else {}
+    tuned = (store or Store(cfg.cache or default_cache())).load_hp_preset(cfg.hp_preset, cfg.preset) if cfg.hp_preset else {}
     names = expand_method_names(cfg.methods)      # "all", "winners", comma lists, aliases -> canonical names
     used, pops = set(), []
     for name in names:
@@ -129,17 +120,12 @@ def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
                 mine[hk] = v; used.add(k)
         hp = method.resolve(mine)
         pops.append(Population(method.name, "method", "unlearn", "unlearn", method=name, hparams=hp,
-                               code=code_fingerprint_of(method)))
+                               code=code_fingerprint(method)))   # the method's code and what it runs on
     unused = [k for k in cfg.hp if k not in used]
     if unused:
         raise UserError(f"--hp {unused[0]} matches no hyperparameter of the chosen methods: run "
                         f"`obliviate methods` to see each method's hyperparameters.")
     return pops
-
-
-def default_cache_path(cfg: RunConfig) -> Path:
-    from .store import default_cache
-    return Path(cfg.cache) if cfg.cache else default_cache()
 
 
 def train_chunk(preset: Preset) -> int:
@@ -180,16 +166,14 @@ def prepare(cfg: RunConfig):
 def training_code(preset: Preset) -> str:
     """Fingerprint of the code a trained model's result depends on: the recipe (training, batched populations),
     the model's own module and the evaluation (codehash.modules_fingerprint)."""
-    from .codehash import modules_fingerprint
-    from .models.registry import MODELS, build_model   # noqa: F401  (build_model: registers the built-ins)
     builder = MODELS.get(preset.model)
     model_module = getattr(inspect.getmodule(builder), "__name__", "obliviate.models") if builder else "obliviate.models"
     return modules_fingerprint(["obliviate.training", "obliviate.population", "obliviate.protocol", model_module])
 
 
-def original_key(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.device) -> str:
+def original_key(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.device, train_code: str) -> str:
     return content_key({"original": splits.train_key, **model_spec(preset), "seed": cfg.seed, "device": device.type,
-                        "timing": ORIGINAL_TIMING, "code": training_code(preset)})
+                        "timing": ORIGINAL_TIMING, "code": train_code})
 
 
 def base_populations() -> list:
@@ -201,9 +185,10 @@ def base_populations() -> list:
 def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
     """The whole job graph and its keys; `jobs` holds only the chunks the store does not have yet."""
     preset, n, device, method_pops, splits = prepare(cfg)
-    okey = original_key(cfg, preset, splits, device)
+    train_code = training_code(preset)          # read once: it hashes ~20 source files
+    okey = original_key(cfg, preset, splits, device, train_code)
     pops = base_populations() + method_pops
-    size_train, train_code = train_chunk(preset), training_code(preset)
+    size_train = train_chunk(preset)
     jobs, ckeys = [], {}
     for pop in pops:
         size = size_train if pop.kind == "train" else UNLEARN_CHUNK

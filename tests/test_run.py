@@ -238,7 +238,7 @@ def test_trained_populations_and_the_original_are_keyed_by_the_training_code(tmp
     # an edited trainer (say, how a lone last example is batched) must never be served cached retrained models
     import shutil
     from obliviate import codehash
-    from obliviate.plan import RunConfig as Cfg, original_key, plan_run, training_code
+    from obliviate.plan import RunConfig as Cfg, plan_run, training_code
     from obliviate.presets import get_preset
     from obliviate.store import Store
     pkg = tmp_path / "obliviate"
