@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorSet, class_weights
+from .data.base import batch_bounds
 from .models import MODELS, build_model
 from .presets import Recipe
-from .training import batch_bounds, check_keep_best, cosine_lr, make_generator, train_model
+from .training import check_keep_best, cosine_lr, make_generator, train_model
 
 # Models trained stacked, and how many at once by default (benchmarks/population.py --sweep / --full --chunk,
 # 2 cores). mlp, hand-written bmm: 21-31 ms/model for K=64..512 (~17x one at a time); a 512-model digits
@@ -98,8 +99,8 @@ def _stack(model_name, kw, in_shape, num_classes, seeds, device):
 
 
 def _batches(n: int, recipe: Recipe, seeds, device):
-    """(lr, idx[K, B]) per step: each model's own order, drawn exactly as train_model draws it from
-    make_generator(seed) and cut by the same `batch_bounds`, and train_model's cosine lr. Every model has
+    """(lr, idx[K, B]) per step: each model's own order, drawn exactly as train_model's TensorLoader draws it
+    from make_generator(seed) and cut by the same `batch_bounds`, and train_model's cosine lr. Every model has
     the same B (same data size)."""
     gens = [make_generator(s) for s in seeds]
     bounds = batch_bounds(n, recipe.batch_size)

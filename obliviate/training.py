@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TensorSet, class_weights
-from .data.base import batch_bounds
+from .data import TensorLoader, TensorSet, class_weights
 from .errors import UserError
 from .presets import Recipe
 
@@ -48,8 +47,8 @@ def cosine_lr(base: float, step: int, total: int) -> float:
 
 def train_model(model: nn.Module, data: TensorSet, recipe: Recipe, num_classes: int, seed: int, *,
                 val: TensorSet | None = None, keep_best_from_epoch: int | None = None) -> nn.Module:
-    """Class-weighted CE, Adam, cosine schedule stepped per batch, fixed epochs. Data order: one
-    torch.randperm per epoch from make_generator(seed) (TensorLoader's order), cut by `batch_bounds`.
+    """Class-weighted CE, Adam, cosine schedule stepped per batch, fixed epochs. Data order: a TensorLoader
+    shuffled by make_generator(seed) (one randperm per epoch, a lone last example folded: `batch_bounds`).
 
     keep_best_from_epoch=e: after every epoch from the e-th (1-based) on, score accuracy on `val`; the model
     returned is the best epoch's (the earliest of ties), as the challenge's organisers kept the
@@ -57,14 +56,12 @@ def train_model(model: nn.Module, data: TensorSet, recipe: Recipe, num_classes: 
     check_keep_best(recipe, val, keep_best_from_epoch)
     weight = class_weights(data.y, num_classes).to(data.x.device, data.x.dtype) if recipe.class_weighted else None
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    gen, bounds = make_generator(seed), batch_bounds(len(data), recipe.batch_size)
-    total, step = recipe.epochs * len(bounds), 0
+    loader = TensorLoader(data, recipe.batch_size, shuffle=True, generator=make_generator(seed))
+    total, step = recipe.epochs * len(loader), 0
     best_acc, best_state = -1.0, None
     model.train()
     for epoch in range(1, recipe.epochs + 1):
-        order = torch.randperm(len(data), generator=gen).to(data.y.device)
-        for a, b in bounds:
-            x, y = data.x[order[a:b]], data.y[order[a:b]]
+        for x, y in loader:
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(recipe.lr, step, total)
             loss = F.cross_entropy(model(x), y, weight=weight)

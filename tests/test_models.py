@@ -7,7 +7,8 @@ from obliviate.data import TensorSet
 from obliviate.errors import UserError
 from obliviate.models import build_model, conv_layers, norm_layers
 from obliviate.presets import Recipe
-from obliviate.training import batch_bounds, train_model
+from obliviate.data.base import batch_bounds
+from obliviate.training import train_model
 
 
 def test_full_width_is_torchvisions_resnet18():
