@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .challenge import example_epsilons, points
+from .challenge import challenge_score, example_epsilons, points
 
 DRAWS = 200           # half-samples per run: coverage 0.93-0.95 at N = 512 with 100 (docs/intervals.md); 200
                       # put 5 draws in each 2.5% tail; 17.6 s of CPU for the 19-row digits board at N = 512
@@ -58,13 +58,21 @@ def _seed_seq(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFFFFFF, *name.encode()])
 
 
+def draw_scores(pop: dict, f_b: np.ndarray, iu: np.ndarray, ratio_ref: np.ndarray) -> np.ndarray:
+    """The challenge score of every draw: F_b x the draw's mean retain and test accuracy of the row's models
+    iu[b], over `ratio_ref` (the same product for the draw's retrained models); [draws]."""
+    return (f_b * np.asarray(pop["retain_acc"], float)[iu].mean(axis=1)
+            * np.asarray(pop["test_acc"], float)[iu].mean(axis=1) / ratio_ref)
+
+
 def board_draws(populations: dict, reference: str = "retrained", rows=None, seed: int = 0, draws: int = DRAWS,
-                m: int | None = None) -> dict:
+                m: int | None = None, hats: dict | None = None) -> dict:
     """Re-centred draws of F and score for every row: {name: {"f": [draws], "score": [draws]}}, plus point
     estimates {"f_hat", "score_hat"}.
 
     populations: {name: {"conf": [N, E], "retain_acc": [N], "test_acc": [N], ...}} including `reference`;
-    rows: the row names (default: every population but the reference). Deterministic under `seed`.
+    rows: the row names (default: every population but the reference); hats: {name: (F, score)} already
+    computed by the caller (the leaderboard's rows), else computed here. Deterministic under `seed`.
     """
     ref = populations[reference]
     rows = [k for k in populations if k != reference] if rows is None else list(rows)
@@ -78,9 +86,8 @@ def board_draws(populations: dict, reference: str = "retrained", rows=None, seed
         n_u = pop["conf"].shape[0]
         iu = half_indices(n_u, draws, _seed_seq(seed, name), m)
         f_b = draw_qualities(pop["conf"], ref["conf"], iu, ir, n_ref)
-        acc_u = np.asarray(pop["retain_acc"], float), np.asarray(pop["test_acc"], float)
-        s_b = f_b * acc_u[0][iu].mean(axis=1) * acc_u[1][iu].mean(axis=1) / ratio_ref
-        f_hat, s_hat = _point(pop, ref)                                         # the leaderboard's own figures
+        s_b = draw_scores(pop, f_b, iu, ratio_ref)
+        f_hat, s_hat = hats[name] if hats else _point(pop, ref)                 # the leaderboard's own figures
         out[name] = {"f_hat": f_hat, "score_hat": s_hat,
                      "f": f_hat + (f_b - f_b.mean()), "score": s_hat + (s_b - s_b.mean())}
     return out
@@ -100,7 +107,7 @@ def beats(a: np.ndarray, b: np.ndarray) -> float:
 
 def board_intervals(populations: dict, reference: str = "retrained", rows=None, roles=None,
                     confidence: float = CONFIDENCE, seed: int = 0, draws: int = DRAWS, baseline: str = "finetune",
-                    m: int | None = None) -> dict:
+                    m: int | None = None, hats: dict | None = None) -> dict:
     """Per row: forgetting_quality_ci, score_ci; per method row also rank, rank_ci, p_beats_baseline,
     p_beats_next (the method ranked just below by score).
 
@@ -109,7 +116,7 @@ def board_intervals(populations: dict, reference: str = "retrained", rows=None, 
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}.")
-    d = board_draws(populations, reference, rows, seed, draws, m)
+    d = board_draws(populations, reference, rows, seed, draws, m, hats)
     roles = roles or {}
     out = {name: {"forgetting_quality_ci": interval(v["f"], confidence, 0.0, 1.0),
                   "score_ci": interval(v["score"], confidence, 0.0)} for name, v in d.items()}
@@ -142,7 +149,7 @@ def annotate_rows(rows: list, populations: dict, reference: str = "retrained", c
             r.update(forgetting_quality_ci=None, score_ci=None)
         return rows
     out = board_intervals(populations, reference, names, {r["method"]: r["role"] for r in rows}, confidence, seed,
-                          draws, baseline)
+                          draws, baseline, hats={r["method"]: (r["forgetting_quality"], r["score"]) for r in rows})
     for r in rows:
         r.update(out[r["method"]])
     return rows
@@ -228,8 +235,7 @@ def n_study(populations: dict, reference: str = "retrained", rows=None, roles=No
             pop = populations[name]
             iu = half_indices(pop["conf"].shape[0], draws, _seed_seq(seed, f"{name}/n={n}"), n)
             f_b = draw_qualities(pop["conf"], ref["conf"], iu, ir, n)
-            s_b = f_b * (np.asarray(pop["retain_acc"], float)[iu].mean(axis=1)
-                         * np.asarray(pop["test_acc"], float)[iu].mean(axis=1)) / ratio_ref
+            s_b = draw_scores(pop, f_b, iu, ratio_ref)
             scores[name] = s_b
             o = out[name]
             o["f"].append(float(f_b.mean())), o["score"].append(float(s_b.mean()))
@@ -246,11 +252,8 @@ def n_study(populations: dict, reference: str = "retrained", rows=None, roles=No
 
 def _point(pop: dict, ref: dict) -> tuple:
     """(F, score) of a population against the reference, as the leaderboard computes them."""
-    n = ref["conf"].shape[0]
-    f = float(points(example_epsilons(pop["conf"], ref["conf"]), n).mean())
-    s = f * (float(np.mean(pop["retain_acc"])) / float(np.mean(ref["retain_acc"]))) \
-        * (float(np.mean(pop["test_acc"])) / float(np.mean(ref["test_acc"])))
-    return f, s
+    f = float(points(example_epsilons(pop["conf"], ref["conf"]), ref["conf"].shape[0]).mean())
+    return f, challenge_score(f, pop["retain_acc"], ref["retain_acc"], pop["test_acc"], ref["test_acc"])
 
 
 __all__ = ["DRAWS", "CONFIDENCE", "STUDY_DRAWS", "half_indices", "draw_qualities", "board_draws", "board_intervals",
