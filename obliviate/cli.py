@@ -109,8 +109,6 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Run the benchmark: original, oracle population, each method's population, leaderboard."""
     from .runner import RunConfig, run as run_protocol
-    if not 0 < confidence < 1:
-        raise UserError(f"--confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}.")
     cfg = RunConfig(preset=preset, methods=method, forget=forget, n_models=n_models, seed=seed, device=device,
                     out=str(out) if out else None, cache=str(cache) if cache else None,
                     data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor, workers=workers,

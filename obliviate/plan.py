@@ -25,6 +25,7 @@ import torch
 from .codehash import code_fingerprint, modules_fingerprint
 from .data import Splits, load_source, make_splits
 from .errors import UserError
+from .metrics.resample import check_confidence
 from .methods import canonical_name, expand_method_names, get_method
 from .models import MODELS
 from .presets import Preset, get_preset
@@ -145,6 +146,7 @@ def validate(cfg: RunConfig):
     if not cfg.budget > 0:                          # NaN fails this too
         raise UserError(f"--budget {cfg.budget} must be a positive fraction of one retraining (the challenge: 0.2; "
                         f"inf for no budget).")
+    check_confidence(cfg.confidence)
     n = cfg.n_models or preset.n_models
     if n < 2:
         raise UserError(f"--n-models {n} is too few: the metric compares populations of at least 2 models.")

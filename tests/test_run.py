@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from obliviate.errors import UserError
 from obliviate.runner import RunConfig, run
 
 CLI = [sys.executable, "-m", "obliviate.cli"]
@@ -318,3 +319,12 @@ def test_the_default_presets_full_leaderboard_runs_end_to_end_at_small_n(tmp_pat
     rows = {r["method"]: r for r in board["rows"]}
     assert set(METHODS) <= set(rows) and rows["oracle"]["role"] == "ceiling" and rows["original"]["role"] == "floor"
     assert (out / "leaderboard.md").exists() and board["preset_record"]["name"] == default
+
+
+def test_a_confidence_outside_0_1_is_refused_before_any_work_from_the_cli_and_from_python(tmp_path):
+    r = cli("run", "--preset", "smoke", "-n", 4, "--confidence", "1.5", "--cache", tmp_path / "c", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "--confidence must lie strictly between 0 and 1" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+    with pytest.raises(UserError, match="strictly between 0 and 1"):
+        run(RunConfig(preset="smoke", n_models=4, confidence=0.0, cache=str(tmp_path / "c"), out=str(tmp_path / "o")))
+    assert not (tmp_path / "c").exists()

@@ -28,11 +28,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UserError
 from .challenge import challenge_score, example_epsilons, points
 
 DRAWS = 200           # half-samples per run: coverage 0.93-0.95 at N = 512 with 100 (docs/intervals.md); 200
                       # put 5 draws in each 2.5% tail; 17.6 s of CPU for the 19-row digits board at N = 512
 CONFIDENCE = 0.95
+
+
+def check_confidence(confidence: float | None) -> None:
+    """--confidence, wherever it is given (run, compare, nstudy, the Python API): None or strictly in (0, 1)."""
+    if confidence is not None and not 0 < confidence < 1:
+        raise UserError(f"--confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}.")
 
 
 def half_indices(n: int, draws: int, rng: np.random.Generator, m: int | None = None) -> np.ndarray:

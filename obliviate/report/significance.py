@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
-from ..metrics.resample import CONFIDENCE, STUDY_DRAWS, board_intervals, n_study
+from ..metrics.resample import CONFIDENCE, STUDY_DRAWS, board_intervals, check_confidence, n_study
 from .run import Run, load_run, num
 
 INTERVAL_KEYS = ("forgetting_quality_ci", "score_ci")
@@ -28,15 +28,10 @@ def run_populations(run: Run) -> tuple[dict, dict]:
     return pops, {row["method"]: row["role"] for row in run.rows}
 
 
-def _check_confidence(confidence):
-    if confidence is not None and not 0 < confidence < 1:
-        raise UserError(f"--confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}.")
-
-
 def run_intervals(run: Run, confidence: float | None = None, seed: int | None = None) -> dict:
     """The run's own interval keys per row when leaderboard.json has them at this confidence; otherwise
     computed from its populations (runs written before intervals existed, or another --confidence)."""
-    _check_confidence(confidence)
+    check_confidence(confidence)
     stored = run.board.get("confidence")
     have = all(all(k in r for k in INTERVAL_KEYS) for r in run.rows) and all(
         all(k in r for k in PAIR_KEYS) for r in run.rows if r["role"] == "method")
@@ -104,7 +99,7 @@ def write_nstudy(run_dir, confidence: float = CONFIDENCE, draws: int = STUDY_DRA
     from . import plots
     from .render import _atomic_write
 
-    _check_confidence(confidence)
+    check_confidence(confidence)
     if draws < 10:
         raise UserError(f"--draws must be at least 10 (got {draws}): fewer subsamples give no usable interval.")
     run = load_run(run_dir)
