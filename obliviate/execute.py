@@ -65,7 +65,7 @@ def run_job(ctx: Context, job: Job) -> dict:
     if pop.kind == "train":
         from .population import train_population
         data = splits.retain if pop.on == "retain" else splits.train
-        states, secs = timed(train_population, p.model, p.model_kwargs, splits.in_shape, data, p.recipe,
+        states, secs = timed(device, train_population, p.model, p.model_kwargs, splits.in_shape, data, p.recipe,
                              splits.num_classes, job.seeds, **keep_best(p, splits))
         model = build_model(p.model, splits.in_shape, splits.num_classes, **p.model_kwargs).to(device)
         for state in states:
@@ -78,7 +78,7 @@ def run_job(ctx: Context, job: Job) -> dict:
         original.load_state_dict(ctx.original)
         net = harness_net(method, original)   # a user's method: one net per job, reloaded before each run
         for s in job.seeds:
-            model, secs = timed(unlearn_once, method, original, splits, s, pop.hparams, net=net)
+            model, secs = timed(device, unlearn_once, method, original, splits, s, pop.hparams, net=net)
             records.append({**evaluate(model, splits, f"method {pop.name!r}"), "seconds": secs})
     return {k: np.stack([np.asarray(r[k]) for r in records]) for k in ARRAYS}
 
@@ -204,7 +204,7 @@ def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]
     init = member_seed(seed, "original-init", 0)
     torch.manual_seed(init)
     model = build_model(p.model, splits.in_shape, splits.num_classes, seed=init, **p.model_kwargs).to(device)
-    _, secs = timed(train_model, model, dsplits.train, p.recipe, splits.num_classes,
+    _, secs = timed(device, train_model, model, dsplits.train, p.recipe, splits.num_classes,
                     member_seed(seed, "original-data", 0), **keep_best(p, dsplits))
     store.save_weights(plan.original_key, model.state_dict(), {"seconds": secs})
     return store.load_weights(plan.original_key)

@@ -35,8 +35,8 @@ from .training import resolve_device
 EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence definition changes
 UNLEARN_CHUNK = 16               # unlearning runs per job (resume granularity; one Ray task)
 MAX_TRAIN_JOB = 64               # at most this many models per training job: the resume unit (the MLP stacks 256)
-ORIGINAL_TIMING = "warm-1"       # bump when how the original's training is timed changes (it is the cost unit)
-UNLEARN_TIMING = "warm-2"        # the same for unlearning runs' timing
+ORIGINAL_TIMING = "warm-cpu-2"   # bump when how the original's training is timed changes (it is the cost unit)
+UNLEARN_TIMING = "warm-cpu-3"    # the same for unlearning runs' timing
 
 
 @dataclass

@@ -21,6 +21,7 @@ from .methods import get_method
 from .metrics.resample import annotate_rows
 from .models import build_model
 from .plan import Plan
+from .training import cost_clock_name
 
 ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
 
@@ -81,7 +82,7 @@ def score(plan: Plan, populations: dict, retrain_seconds: float, workers: int, t
             "budget": cfg.budget if math.isfinite(cfg.budget) else None,          # --budget inf: no budget
             "created": dt.datetime.now().isoformat(timespec="seconds"),
             "device": plan.device.type, "executor": cfg.executor, "workers": workers,
-            "retrain_seconds": retrain_seconds,
+            "retrain_seconds": retrain_seconds, "cost_clock": cost_clock_name(plan.device),
             "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
             "hp_preset": cfg.hp_preset, "confidence": cfg.confidence,
             "wall_seconds": time.perf_counter() - t_start, "versions": versions(),

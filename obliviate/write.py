@@ -54,7 +54,8 @@ def leaderboard_markdown(board: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     foot = (f"\n\nScored against a population of {board['n_models']} retrained models; `oracle` is a second "
             f"retrained population (the best any method can do), `original` is no unlearning. `cost` = mean "
-            f"unlearning time / one retraining ({board['retrain_seconds']:.3f} s); budget "
+            f"unlearning time / one retraining ({board['retrain_seconds']:.3f} s of "
+            f"{board.get('cost_clock', 'wall time')}); budget "
             f"{board['budget'] if board['budget'] is not None else 'none'}.\n")
     if any(r.get("place") for r in board["rows"]):
         foot += ("\n(#k): the team's place in the challenge (the organisers' order, 1 fanchuan ... 8 forget); the "

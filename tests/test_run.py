@@ -184,6 +184,30 @@ def test_auto_workers_only_for_cpu_presets_with_enough_models():
     assert auto_workers(ctx("digits"), 512, 100) == cores
 
 
+def _spin(seconds):
+    t = time.process_time()
+    while time.process_time() - t < seconds:
+        pass
+
+
+def test_cost_clock_on_cpu_counts_work_not_waiting():
+    """A cost on CPU is read from CPU time: a run that waits (as a run does while other processes hold the cores)
+    is not charged for the wait; work it hands to a subprocess it waits for is charged."""
+    import multiprocessing as mp
+    from obliviate.training import timed
+    _, waited = timed("cpu", time.sleep, 0.3)
+    assert waited < 0.05
+    _, worked = timed("cpu", _spin, 0.2)
+    assert 0.18 < worked < 0.5
+
+    def in_child():
+        proc = mp.get_context("fork").Process(target=_spin, args=(0.3,))
+        proc.start()
+        proc.join()
+    _, handed = timed("cpu", in_child)
+    assert handed > 0.25
+
+
 def test_warm_up_leaves_the_global_rng_alone():
     """The cost unit (one timed retraining) is measured after a throwaway warm-up; that warm-up must not
     shift the seeded RNG stream every later step depends on."""
