@@ -179,7 +179,7 @@ class LocalExecutor:
 
 def _ray_executor(plan: Plan):
     from .ray_executor import RayExecutor
-    return RayExecutor(plan.cfg.address)
+    return RayExecutor(run_job_safe, plan.cfg.address)
 
 
 EXECUTORS = {"local": lambda plan: LocalExecutor(plan.cfg.workers, plan.n), "ray": _ray_executor}

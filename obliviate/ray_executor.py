@@ -16,16 +16,17 @@ OBJECT_STORE_BYTES = 256 * 2**20      # the local instance: small, our context i
 TASKS_PER_GPU = 4                     # a GPU task asks for 1/4 of a GPU: small models share a device
 
 
-def _task(ctx, job, threads):
+def _task(job_fn, ctx, job, threads):
     import torch
-    from .execute import run_job_safe
     torch.set_num_threads(threads)
-    return run_job_safe(ctx, job)
+    return job_fn(ctx, job)
 
 
 class RayExecutor:
-    def __init__(self, address: str | None = None):
-        self.address = address
+    """`job_fn(ctx, job) -> arrays` is what each task runs (execute.run_job_safe, handed in by execute.py, so
+    this module never imports the runner's stages: the dependency runs one way)."""
+    def __init__(self, job_fn, address: str | None = None):
+        self.job_fn, self.address = job_fn, address
 
     def run(self, ctx, jobs, on_result):
         try:
@@ -50,7 +51,7 @@ class RayExecutor:
             remote = ray.remote(**opts)(_task)
             ctx_ref = ray.put(ctx)                      # shipped once, shared by every task
             threads = 1 if cpus > 1 else 2
-            pending = {remote.remote(ctx_ref, job, threads): job for job in jobs}
+            pending = {remote.remote(self.job_fn, ctx_ref, job, threads): job for job in jobs}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 job = pending.pop(done[0])

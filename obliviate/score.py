@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from . import __version__
+from .version import __version__
 from .metrics import challenge_score, example_epsilons, points
 from .methods import get_method
 from .metrics.resample import annotate_rows

@@ -45,3 +45,21 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_write_bytes(tmp_path / "f.bin", b"data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_get_a_plain_files_permissions(tmp_path):
+    """mkstemp creates 0600 files; a leaderboard, report or cached artifact renamed from one must end with the
+    permissions open() would have given under the process's umask (else others sharing a cache cannot read it)."""
+    import os
+    import stat
+    from obliviate.store import atomic_write_bytes
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a" / "f.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "a" / "f.json").stat().st_mode) == 0o644
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "a" / "f.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "a" / "f.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.endswith(".tmp")]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import UserError
+from ..store import atomic_write_bytes, current_umask
 from . import plots
 from .glossary import metric_glossary
 from .run import Run, load_run, num, over_budget
@@ -66,24 +67,6 @@ COLUMNS = [
 
 # ----------------------------------------------------------------------------- atomic files
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _replace_dir(target: Path, files: dict) -> None:
     """Write files into a fresh temp folder, then swap it in for target (no half-written folder left)."""
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
@@ -91,7 +74,7 @@ def _replace_dir(target: Path, files: dict) -> None:
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
             os.replace(target, old / target.name)
@@ -394,7 +377,7 @@ def write_report(run_dir) -> tuple[Path, Path]:
     out = run.path
     _replace_dir(out / FILES_DIR, {fig_files[k]: figs[k] for k in figs})
     md_path, html_path = out / "report.md", out / "report.html"
-    _atomic_write(md_path, _markdown(run, rows, meta, fig_files, fig_alt, example_caption).encode("utf-8"))
-    _atomic_write(html_path, _html(run, rows, meta, figs, fig_alt, example_caption,
+    atomic_write_bytes(md_path, _markdown(run, rows, meta, fig_files, fig_alt, example_caption).encode("utf-8"))
+    atomic_write_bytes(html_path, _html(run, rows, meta, figs, fig_alt, example_caption,
                                    metric_glossary()).encode("utf-8"))
     return html_path, md_path

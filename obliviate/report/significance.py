@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..store import atomic_write_bytes
 from ..metrics.resample import CONFIDENCE, STUDY_DRAWS, board_intervals, check_confidence, n_study
 from .run import Run, load_run, num
 
@@ -97,7 +98,6 @@ def pairwise_table(run_dir, confidence: float | None = None, markdown: bool = Fa
 def write_nstudy(run_dir, confidence: float = CONFIDENCE, draws: int = STUDY_DRAWS) -> tuple[dict, list]:
     """Run the N-study of a run folder and write nstudy.json, nstudy.md, nstudy.png and nstudy.svg into it."""
     from . import plots
-    from .render import _atomic_write
 
     check_confidence(confidence)
     if draws < 10:
@@ -119,7 +119,7 @@ def write_nstudy(run_dir, confidence: float = CONFIDENCE, draws: int = STUDY_DRA
     for name, data in (("nstudy.json", json.dumps(study, indent=2).encode()),
                        ("nstudy.md", nstudy_table(study, markdown=True).encode()),
                        ("nstudy.png", plots.render(fig)), ("nstudy.svg", plots.render_svg(fig))):
-        _atomic_write(run.path / name, data)
+        atomic_write_bytes(run.path / name, data)
         paths.append(run.path / name)
     return study, paths
 
