@@ -7,6 +7,7 @@ study runs in pieces across sessions.
     python benchmarks/calibrate.py --only fashion-e30 -n 64
     python benchmarks/calibrate.py --table               # the measured table (Markdown)
     python benchmarks/calibrate.py --table --write-doc   # ... and put it into docs/calibration.md
+    python benchmarks/calibrate.py --from-run runs/challenge-all-n64 --as challenge   # a confirmation run's row
 
 A candidate is a preset record, benchmarks/calibration/<id>.toml (rerun any row with
 `obliviate run --preset benchmarks/calibration/<id>.toml`). Each runs the eight winners and `finetune` at
@@ -134,6 +135,7 @@ def candidate_row(cid: str, board: dict, out_dir: Path, names: list, wall: float
         "eligible": bool(ceiling["forgetting_quality"] > floor["forgetting_quality"]
                          and ceiling["retain_acc"] >= GATE_RETAIN_ACC),
         "retrain_seconds": board["retrain_seconds"], "original_seconds": t_original,
+        "cost_clock": board.get("cost_clock", "wall time"),     # CPU time from 2026-11-23 evening (README)
         "wall_seconds": wall, "from_empty_cache": from_empty,
         "projected_full_wall": {str(n): projected_wall(board, t_original, n, n_all) for n in (32, 64)},
         "n_methods_full": n_all, "load_start_end": load, "workers": board.get("workers"),
@@ -206,6 +208,20 @@ def run_candidate(cid: str, n: int, *, grid_dir: Path = GRID_DIR, cache: Path = 
         board.setdefault("preset_record", preset.to_dict())     # runners before the record was stored
         return candidate_row(cid, board, out, names, wall, _original_seconds(board), from_empty,
                              (load0, os.getloadavg()[0]))
+
+
+def row_from_run(cid: str, run_dir: Path, from_empty: bool) -> dict:
+    """The table row of a finished run folder (a confirmation at larger N, run with `obliviate run`): the same
+    figures as a screen's; wall time is the run's own, the load at its start and end unknown."""
+    board = json.loads((Path(run_dir) / "leaderboard.json").read_text())
+    names = method_names()
+    have = {r["method"] for r in board["rows"]}
+    missing = [m for _, m in names if m not in have]
+    if missing:
+        raise UserError(f"{run_dir} has no row for {', '.join(missing)}: a confirmation run needs the eight "
+                        f"winners and finetune (--method winners,finetune or all).")
+    return candidate_row(cid, board, Path(run_dir), names, board["wall_seconds"], _original_seconds(board),
+                         from_empty, (None, None))
 
 
 def _original_seconds(board: dict) -> float:
@@ -305,7 +321,20 @@ def main(argv=None):
     ap.add_argument("-n", "--n-models", type=int, help="population size (default: each candidate's screening N)")
     ap.add_argument("--table", action="store_true", help="print the measured table and stop")
     ap.add_argument("--write-doc", action="store_true", help="with --table: write it into docs/calibration.md")
+    ap.add_argument("--from-run", help="append the row of a finished run folder (a confirmation run) and stop")
+    ap.add_argument("--as", dest="as_id", help="with --from-run: the row's candidate id (e.g. challenge)")
+    ap.add_argument("--from-empty", action="store_true", help="with --from-run: the run started from an empty cache")
     a = ap.parse_args(argv)
+    if a.from_run:
+        if not a.as_id:
+            sys.exit("calibrate: --from-run needs --as ID (the candidate the run confirms).")
+        try:
+            row = row_from_run(a.as_id, Path(a.from_run), a.from_empty)
+        except (UserError, FileNotFoundError) as e:
+            sys.exit(f"calibrate: {e}")
+        append_row(row)
+        print(f"{a.as_id} N={row['n_models']}: appended to {TABLE}")
+        return
     if a.table:
         table = read_table()
         print(markdown(table)); print(); print(winners_markdown(table))

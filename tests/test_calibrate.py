@@ -51,6 +51,19 @@ def test_tiny_grid_appends_then_skips(tmp_path):
     changed = calibrate.load_preset(tmp_path / "tiny.toml").to_dict() | {"forget": "groups:2"}
     assert not calibrate.done(calibrate.read_table(table), "tiny", 2, changed)   # an edited record reruns
 
+    # a confirmation run made with the runner itself (here: the same run again, from the study's cache) gives the
+    # same row through --from-run
+    from obliviate.runner import RunConfig, run
+    cfg = RunConfig(preset=str(tmp_path / "tiny.toml"), methods=[m for _, m in calibrate.method_names()],
+                    n_models=2, seed=0, budget=calibrate.BUDGET, cache=str(tmp_path / "cache" / "tiny"),
+                    report=False, quiet=True)
+    run(RunConfig(**{**cfg.__dict__, "out": str(tmp_path / "run")}))
+    again = calibrate.row_from_run("tiny-confirmed", tmp_path / "run", from_empty=False)
+    assert again["rows"] == row["rows"] and again["spearman"] == row["spearman"] and not again["from_empty_cache"]
+    run(RunConfig(**{**cfg.__dict__, "methods": ["finetune"], "out": str(tmp_path / "part")}))
+    with pytest.raises(calibrate.UserError, match="no row for fanchuan"):
+        calibrate.row_from_run("x", tmp_path / "part", from_empty=False)
+
     doc = tmp_path / "doc.md"
     doc.write_text("# x\n\n## Measured table\n\nold text\n")
     calibrate.write_doc(calibrate.read_table(table), doc)
