@@ -76,6 +76,24 @@ def spearman_vs_challenge(scores: dict) -> float | None:
     return float(rho)
 
 
+def spearman_interval(populations: dict, names: list, hats: dict, seed: int = 0) -> tuple[list, float] | None:
+    """rho's 95% interval and P(rho > 0) over the leaderboard's own paired half-sample draws of the nine rows
+    (obliviate/metrics/resample.py: the draws behind every score interval); None where no draw ranks anything.
+    populations: {"retrained": ..., run name: ...}; hats: {run name: (F, score)} from the leaderboard."""
+    from obliviate.metrics.resample import CONFIDENCE, board_draws, interval
+    runs = [run for _, run in names]
+    if min(populations[k]["conf"].shape[0] for k in ["retrained", *runs]) < 4:
+        return None                                   # a half-sample needs 2 models (as annotate_rows)
+    d = board_draws(populations, rows=runs, seed=seed, hats=hats)
+    s = np.stack([d[run]["score"] for run in runs])                       # [9, draws]
+    teams = [t for t, _ in names]
+    rhos = np.array([r for b in range(s.shape[1])
+                     if (r := spearman_vs_challenge(dict(zip(teams, s[:, b])))) is not None])
+    if not len(rhos):
+        return None
+    return interval(rhos, CONFIDENCE, -1.0, 1.0), float((rhos > 0).mean())
+
+
 def spread_and_gap(conf_u: np.ndarray, conf_ref: np.ndarray) -> tuple[float, float]:
     """Per forget example: std(unlearned) / std(retrained) and (median unlearned - median retrained) / std
     retrained, over the models; each the median over forget examples (the issue's diagnostic). conf: [N, n_forget]."""
@@ -116,6 +134,9 @@ def candidate_row(cid: str, board: dict, out_dir: Path, names: list, wall: float
     conf_ft = np.load(pops / f"{by[dict(names)['finetune']]['method']}.npz", allow_pickle=False)["conf"]
     conf_ref = np.load(pops / "retrained.npz", allow_pickle=False)["conf"]
     ratio, gap = spread_and_gap(conf_ft, conf_ref)
+    arrays = {k: dict(np.load(pops / f"{k}.npz", allow_pickle=False)) for k in ["retrained"] + [m for _, m in names]}
+    rho_ci = spearman_interval(arrays, names, {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names},
+                               board.get("seed", 0))
     rec = board["preset_record"]
     n_train = board["n_retain"] + board["n_forget"]
     n_all = n_registered_methods()
@@ -129,6 +150,7 @@ def candidate_row(cid: str, board: dict, out_dir: Path, names: list, wall: float
         "rows": {t: {k: r[k] for k in keep if k in r} for t, r in nine.items()},
         "beats_finetune": beats, "clearly_beats_finetune": clearly,
         "spearman": spearman_vs_challenge({t: r["score"] for t, r in nine.items()}),
+        "spearman_ci": rho_ci[0] if rho_ci else None, "p_spearman_positive": rho_ci[1] if rho_ci else None,
         "spread_ratio": ratio, "location_gap": gap,
         "winners_median_budget_units": statistics.median(nine[t]["cost"] / BUDGET for t in winners),
         "retrained_retain_acc": ceiling["retain_acc"],
@@ -271,7 +293,7 @@ def markdown(table: list[dict]) -> str:
             f"| {r['id']} | {r['n_models']} | {tuple(r['faithfulness'])} | "
             f"{r['ceiling']['forgetting_quality']:.4f} / {r['ceiling']['score']:.4f} | "
             f"{r['floor']['forgetting_quality']:.4f} / {r['floor']['score']:.4f} | "
-            f"{ft['forgetting_quality']:.4f} / {ft['score']:.4f} | {beats} | {_rho(r['spearman'])} | "
+            f"{ft['forgetting_quality']:.4f} / {ft['score']:.4f} | {beats} | {_rho(r['spearman'], r.get('spearman_ci'))} | "
             f"{r['spread_ratio']:.2f} | {r['location_gap']:+.2f} | {r['winners_median_budget_units']:.2f} | "
             f"{r['retrained_retain_acc']:.3f} | {'yes' if r['eligible'] else 'no'} | "
             f"{r['wall_seconds'] / 60:.1f}{'' if r['from_empty_cache'] else '*'} | "
@@ -279,8 +301,10 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _rho(rho) -> str:
-    return "n/a" if rho is None else f"{rho:+.2f}"
+def _rho(rho, ci=None) -> str:
+    if rho is None:
+        return "n/a"
+    return f"{rho:+.2f}" + (f" ({ci[0]:+.2f} to {ci[1]:+.2f})" if ci else "")
 
 
 def winners_markdown(table: list[dict]) -> str:

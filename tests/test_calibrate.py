@@ -31,6 +31,22 @@ def test_spread_ratio_and_location_gap():
     assert ratio == pytest.approx(0.5) and gap == pytest.approx(np.median([2.0, 1.5]))
 
 
+@pytest.mark.parametrize("order, expected, p_positive", [(1, [1.0, 1.0], 1.0), (-1, [-1.0, -1.0], 0.0)])
+def test_spearman_interval_over_half_sample_draws(order, expected, p_positive):
+    """Rows whose scores are ordered in every draw (same confidences, retain accuracies halving row by row in the
+    challenge's order, or reversed: F's draw-to-draw noise cannot swap them) give rho +1 (-1) in every draw."""
+    rng = np.random.default_rng(0)
+    conf = rng.normal(size=(16, 30))
+    names = calibrate.method_names()
+    accs = (0.5 ** np.arange(len(names)))[::order]
+    pops = {"retrained": {"conf": conf, "retain_acc": np.ones(16), "test_acc": np.ones(16)}}
+    pops |= {m: {"conf": conf, "retain_acc": np.full(16, a), "test_acc": np.ones(16)} for (_, m), a in zip(names, accs)}
+    ci, p = calibrate.spearman_interval(pops, names, hats=None)
+    assert ci == pytest.approx(expected) and p == p_positive
+    small = {k: {a: v[:3] for a, v in pop.items()} for k, pop in pops.items()}
+    assert calibrate.spearman_interval(small, names, hats=None) is None       # 3 models: no half-samples
+
+
 def test_tiny_grid_appends_then_skips(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY)
     table = tmp_path / "t.jsonl"
@@ -40,6 +56,8 @@ def test_tiny_grid_appends_then_skips(tmp_path):
     row = json.loads(table.read_text())
     assert set(row["rows"]) == set(TEAMS) and row["n_models"] == 2 and row["from_empty_cache"]
     assert (row["spearman"] is None or -1 <= row["spearman"] <= 1) and isinstance(row["eligible"], bool)
+    if row["spearman_ci"] is not None:
+        assert -1 <= row["spearman_ci"][0] <= row["spearman_ci"][1] <= 1 and 0 <= row["p_spearman_positive"] <= 1
     assert row["faithfulness"] == [0, 0, round(row["n_train"] / 64), 0]
     beats = [t for t in TEAMS[:-1] if not row["rows"][t]["over_budget"]
              and row["rows"][t]["score"] > row["rows"]["finetune"]["score"]]
