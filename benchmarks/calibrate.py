@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from obliviate.errors import UserError  # noqa: E402
 from obliviate.presets import load_preset  # noqa: E402
+from obliviate.report.run import load_run  # noqa: E402  (a run folder's reader: one-sentence errors)
 
 GRID_DIR = HERE / "calibration"
 TABLE = HERE / "calibration.jsonl"
@@ -118,8 +119,10 @@ def projected_wall(board: dict, t_original: float, n_to: int, n_methods: int) ->
     return t_original + variable * (full / measured) * (n_to / board["n_models"])
 
 
-def candidate_row(cid: str, board: dict, out_dir: Path, names: list, wall: float, t_original: float,
-                  from_empty: bool, load: tuple) -> dict:
+def candidate_row(cid: str, run, names: list, wall: float, t_original: float, from_empty: bool,
+                  load: tuple) -> dict:
+    """The table row of a finished run (`obliviate.report.run.Run`: its leaderboard and populations)."""
+    board = run.board
     by = {r["method"]: r for r in board["rows"]}
     ceiling = next(r for r in board["rows"] if r["role"] == "ceiling")
     floor = next(r for r in board["rows"] if r["role"] == "floor")
@@ -130,11 +133,8 @@ def candidate_row(cid: str, board: dict, out_dir: Path, names: list, wall: float
     clearly = None                                  # intervals: absent on older runners, None at tiny N
     if ft.get("score_ci") and all(nine[t].get("score_ci") for t in beats):
         clearly = [t for t in beats if nine[t]["score_ci"][0] > ft["score_ci"][1]]
-    pops = out_dir / "populations"
-    conf_ft = np.load(pops / f"{by[dict(names)['finetune']]['method']}.npz", allow_pickle=False)["conf"]
-    conf_ref = np.load(pops / "retrained.npz", allow_pickle=False)["conf"]
-    ratio, gap = spread_and_gap(conf_ft, conf_ref)
-    arrays = {k: dict(np.load(pops / f"{k}.npz", allow_pickle=False)) for k in ["retrained"] + [m for _, m in names]}
+    arrays = {"retrained": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
+    ratio, gap = spread_and_gap(arrays[dict(names)["finetune"]]["conf"], arrays["retrained"]["conf"])
     rho_ci = spearman_interval(arrays, names, {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names},
                                board.get("seed", 0))
     rec = board["preset_record"]
@@ -227,23 +227,22 @@ def run_candidate(cid: str, n: int, *, grid_dir: Path = GRID_DIR, cache: Path = 
     with tempfile.TemporaryDirectory() as tmp:
         board, out = run(replace(cfg, out=str(Path(tmp) / "run")))
         wall = time.perf_counter() - t0
-        board.setdefault("preset_record", preset.to_dict())     # runners before the record was stored
-        return candidate_row(cid, board, out, names, wall, _original_seconds(board), from_empty,
+        return candidate_row(cid, load_run(out), names, wall, _original_seconds(board), from_empty,
                              (load0, os.getloadavg()[0]))
 
 
 def row_from_run(cid: str, run_dir: Path, from_empty: bool) -> dict:
     """The table row of a finished run folder (a confirmation at larger N, run with `obliviate run`): the same
     figures as a screen's; wall time is the run's own, the load at its start and end unknown."""
-    board = json.loads((Path(run_dir) / "leaderboard.json").read_text())
-    names = method_names()
+    done_run = load_run(run_dir)
+    board, names = done_run.board, method_names()
     have = {r["method"] for r in board["rows"]}
     missing = [m for _, m in names if m not in have]
     if missing:
         raise UserError(f"{run_dir} has no row for {', '.join(missing)}: a confirmation run needs the eight "
                         f"winners and finetune (--method winners,finetune or all).")
-    return candidate_row(cid, board, Path(run_dir), names, board["wall_seconds"], _original_seconds(board),
-                         from_empty, (None, None))
+    return candidate_row(cid, done_run, names, board["wall_seconds"], _original_seconds(board), from_empty,
+                         (None, None))
 
 
 def _original_seconds(board: dict) -> float:
@@ -354,7 +353,7 @@ def main(argv=None):
             sys.exit("calibrate: --from-run needs --as ID (the candidate the run confirms).")
         try:
             row = row_from_run(a.as_id, Path(a.from_run), a.from_empty)
-        except (UserError, FileNotFoundError) as e:
+        except UserError as e:
             sys.exit(f"calibrate: {e}")
         append_row(row)
         print(f"{a.as_id} N={row['n_models']}: appended to {TABLE}")
