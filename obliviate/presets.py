@@ -16,7 +16,7 @@ A record, every key but `source` and `model` optional (defaults below):
     name = "fashion"               # default: the file's stem
     source = "fashion"             # obliviate.data source
     model = "cnn"                  # obliviate.models model
-    forget = "groups:15"           # groups:K | groups:K@rare | random:FRACTION | class:C
+    forget = "groups:15"           # groups:K | groups:K@common | groups:K@rare | random:FRACTION | class:C
     n_models = 16                  # default population size (the challenge: 512)
     group_size = 8                 # pseudo-identity size for sources without identities
     max_train = 4000               # subsample the training set (omit: all of it)

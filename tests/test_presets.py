@@ -47,7 +47,7 @@ def test_user_file_by_path(tmp_path):
     (GOOD.replace("lr = 3e-3", "lr = -1.0"), "recipe.lr"),
     (GOOD.replace("epochs = 2", 'epochs = "ten"'), "recipe.epochs"),
     (GOOD.replace('model = "mlp"', 'model = "transformer"'), "'transformer' is not a registered model"),
-    (GOOD.replace('forget = "groups:3"', 'forget = "groups:3@young"'), "@rare"),
+    (GOOD.replace('forget = "groups:3"', 'forget = "groups:3@young"'), "@common[M] and @rare[M]"),
     ("threads = 0\n" + GOOD, "threads = 0"),
     (GOOD.replace("n_models = 3", "n_models = "), "not valid TOML"),
 ])
@@ -98,6 +98,20 @@ def test_rare_groups_come_from_the_rarest_classes(digits):
     assert set(np.unique(s.forget.y.numpy()).tolist()) <= rarest and len(s.forget_groups) == 4
     s3 = make_splits(digits, "groups:4@rare3", seed=0, imbalance=8.0)
     assert set(np.unique(s3.forget.y.numpy()).tolist()) <= set(np.argsort(train_counts, kind="stable")[:3].tolist())
+
+
+def test_common_groups_come_from_the_most_common_classes(digits):
+    # the challenge: 15 people in age classes 0 and 1, and class 0 is by far the most common (organisers' write-up)
+    from obliviate.data import make_splits
+    s = make_splits(digits, "groups:6@common", seed=0, imbalance=8.0)
+    counts = np.bincount(s.train.y.numpy(), minlength=10)
+    common = set(np.argsort(-counts, kind="stable")[:2].tolist())
+    assert common == {8, 9}                                  # imbalance keeps all of class 9, 8**(-1/9) of 8
+    assert set(np.unique(s.forget.y.numpy()).tolist()) <= common and len(s.forget_groups) == 6
+    rare = make_splits(digits, "groups:6@rare", seed=0, imbalance=8.0)
+    assert not set(np.unique(rare.forget.y.numpy()).tolist()) & common and rare.key != s.key
+    with pytest.raises(UserError, match="2 most common classes"):
+        make_splits(digits, "groups:500@common", seed=0, imbalance=8.0)
 
 
 def test_imbalance_shapes_class_sizes(digits):
