@@ -158,6 +158,10 @@ def prepare(cfg: RunConfig):
     preset, n, device = validate(cfg)
     pops = method_populations(cfg)
     raw = load_source(preset.source, path=cfg.data, **preset.source_kwargs)
+    if preset.frames:                                # identities of near-duplicate frames (data/frames.py)
+        from .data.frames import base_images_needed, with_frames
+        raw = with_frames(raw, preset.frames, base_images_needed(preset.max_train, preset.frames, preset.imbalance,
+                                                                 raw.num_classes, len(raw.y)))
     splits = make_splits(raw, cfg.forget or preset.forget, cfg.seed, group_size=preset.group_size,
                          max_train=preset.max_train, role=cfg.role,
                          pixel_scale=cfg.pixel_scale if cfg.pixel_scale is not None else preset.pixel_scale,

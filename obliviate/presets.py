@@ -22,6 +22,8 @@ A record, every key but `source` and `model` optional (defaults below):
     max_train = 4000               # subsample the training set (omit: all of it)
     imbalance = 1.0                # largest / smallest class size after subsampling classes (1: as the data is)
     pixel_scale = 1.0              # inputs' magnitude: standardised x this (255: the challenge's 0-255 images)
+    frames = 16                    # identities of near-duplicate frames: 16 augmentations of each base image,
+                                   # split by image (omit: the source's own images and split; data/frames.py)
     needs_path = false             # the user must pass --data PATH
     threads = 1                    # torch threads per process, or "auto" (PyTorch's default)
     [recipe]                       # epochs, batch_size, lr, weight_decay, class_weighted
@@ -65,6 +67,8 @@ class Preset:
     max_train: int | None = None      # subsample the training set (None: all of it)
     imbalance: float = 1.0            # class c keeps imbalance**(-(C-1-c)/(C-1)) of its examples (1: all)
     pixel_scale: float = 1.0          # standardised inputs times this (255: the challenge's 0-255 magnitude)
+    frames: int | None = None         # identities of `frames` near-duplicate frames each, image-level split
+                                      # (data/frames.py); None: the source's own images, split and identities
     needs_path: bool = False          # the user must pass --data PATH
     threads: int | None = 1           # torch threads per process: tiny models run fastest on one (measured:
                                       # a smoke MLP step ~1 ms on 1 thread, ~8x slower on 2 under load);
@@ -170,7 +174,7 @@ _table.want = "a table ([name] section)"
 
 
 TOP = {"name": _text, "source": _text, "model": _text, "forget": _text, "n_models": _int(2), "group_size": _int(1),
-       "max_train": _int(1), "imbalance": _at_least_one, "pixel_scale": _pos_float, "needs_path": _bool,
+       "max_train": _int(1), "frames": _int(2), "imbalance": _at_least_one, "pixel_scale": _pos_float, "needs_path": _bool,
        "threads": _threads, "recipe": _table, "model_kwargs": _table, "source_kwargs": _table}
 REQUIRED = ("source", "model")
 RECIPE = {"epochs": _int(1), "batch_size": _int(1), "lr": _pos_float, "weight_decay": _nonneg_float,
