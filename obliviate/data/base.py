@@ -17,7 +17,13 @@ submissions were written in:
 * `loader.dataset` is a real `torch.utils.data.Dataset` of dict examples, so a submission's own
   `DataLoader(loader.dataset, batch_size=256, shuffle=True)` or `Subset(loader.dataset, idx)` gives the same
   dict batches as on Kaggle (default collation). Such a DataLoader draws its order from torch's global RNG,
-  which `protocol.unlearn_once` seeds per run, so those runs are reproducible too.
+  which `protocol.unlearn_once` seeds per run, so those runs are reproducible too. It fetches a whole batch
+  at tensor speed: torch's fetcher calls `dataset.__getitems__(indices)` when the dataset has one (Subset
+  forwards it with its indices mapped), which returns the rows as `ExampleRows`, and default_collate hands
+  those to `collate_examples` (registered for their example type) for one index selection per key instead
+  of per-example dicts stacked key by key. The batch is the same, key for key, dtype for dtype, in order
+  (tests/test_getitems.py); measured: the 1st-place notebook's function cost 6x the registered port's on
+  `digits` with example-by-example fetching (issue 18).
 * a last batch that would hold one example is folded into the batch before it (one batch of
   `batch_size + 1`): BatchNorm in train mode cannot normalise a batch of one, and every example is still seen
   every epoch. `len(loader)` counts the batches so.
@@ -25,10 +31,12 @@ submissions were written in:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 
 @dataclass
@@ -147,9 +155,63 @@ class ExampleDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {i} is out of range for a dataset of {n} examples")
         return {k: self.data.column(k)[i] for k in KEYS}
 
+    def __getitems__(self, indices) -> "ExampleRows | list[dict]":
+        """A batch of examples for torch's fetcher (`[ds[i] for i in indices]` at tensor speed): the rows as
+        `ExampleRows`, which default_collate turns into the dict batch by one selection per key. Indices that
+        are not one flat run of in-range integers go the example-by-example way, so they raise what ds[i]
+        raises."""
+        idx = np.asarray(indices) if len(indices) else None
+        n = len(self.data)
+        if idx is None or idx.ndim != 1 or idx.dtype.kind not in "iu" or idx.min() < -n or idx.max() >= n:
+            return [self[i] for i in indices]
+        return ExampleRows(self, torch.from_numpy(idx.astype(np.int64, copy=False)).to(self.data.y.device))
+
     @property
     def targets(self) -> list:   # torchvision datasets expose labels so; some submissions read it
         return self.data.y.tolist()
+
+
+class Example(dict):
+    """One example of `ExampleRows`: the dict `ds[i]` gives; its own type so that default_collate finds
+    `collate_examples` for a batch of them in torch's collate registry."""
+
+
+class ExampleRows(Sequence):
+    """What `ExampleDataset.__getitems__` returns: a batch's rows, read as the list of example dicts the
+    fetcher would otherwise build (`rows[j]` is `ds[indices[j]]`, made when read, for a user's own collate_fn),
+    and collated by default_collate into the Kaggle dict batch with one index selection per key."""
+
+    def __init__(self, dataset: ExampleDataset, idx: torch.Tensor):
+        self.dataset, self.idx = dataset, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self[k] for k in range(*j.indices(len(self)))]
+        i = int(self.idx[j])                    # in range: __getitems__ checked
+        return Example({k: self.dataset.data.column(k)[i] for k in KEYS})
+
+    def collate(self) -> dict:
+        """default_collate's batch: {key: the rows' values stacked}, keys in the examples' order."""
+        return {k: self.dataset.data.column(k, self.idx) for k in KEYS}
+
+    def __reduce__(self):           # pickled (a user's collate_fn returning the rows from a worker): a plain list
+        return (list, (list(map(dict, self)),))
+
+
+def collate_examples(batch, *, collate_fn_map=None) -> dict:
+    """default_collate for a batch whose first element is an `Example`: the rows' own selection for
+    `ExampleRows`, else (Examples gathered into a list by user code) the default per-key stacking."""
+    if isinstance(batch, ExampleRows):
+        return batch.collate()
+    return {k: collate([d[k] for d in batch], collate_fn_map=collate_fn_map) for k in batch[0]}
+
+
+# torch's documented extension point for default_collate (torch/utils/data/_utils/collate.py): a type -> its
+# collate function; only `Example`s (made by ExampleRows alone) reach this entry
+default_collate_fn_map[Example] = collate_examples
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
