@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from obliviate.errors import UserError  # noqa: E402
+from obliviate.metrics.projection import spread_and_gap  # noqa: E402,F401  (the diagnostics; also calibrate.spread_and_gap)
 from obliviate.presets import load_preset  # noqa: E402
 from obliviate.report.run import load_run  # noqa: E402  (a run folder's reader: one-sentence errors)
 
@@ -93,16 +94,6 @@ def spearman_interval(populations: dict, names: list, hats: dict, seed: int = 0)
     if not len(rhos):
         return None
     return interval(rhos, CONFIDENCE, -1.0, 1.0), float((rhos > 0).mean())
-
-
-def spread_and_gap(conf_u: np.ndarray, conf_ref: np.ndarray) -> tuple[float, float]:
-    """Per forget example: std(unlearned) / std(retrained) and (median unlearned - median retrained) / std
-    retrained, over the models; each the median over forget examples (the issue's diagnostic). conf: [N, n_forget]."""
-    su, sr = conf_u.std(0, ddof=1), conf_ref.std(0, ddof=1)
-    ok = sr > 0
-    ratio = float(np.median(su[ok] / sr[ok]))
-    gap = float(np.median((np.median(conf_u, 0)[ok] - np.median(conf_ref, 0)[ok]) / sr[ok]))
-    return ratio, gap
 
 
 def projected_wall(board: dict, t_original: float, n_to: int, n_methods: int) -> float:

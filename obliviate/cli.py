@@ -227,6 +227,21 @@ def nstudy(run_dir: Path, confidence: float = typer.Option(0.95, help="interval 
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
+@app.command()
+def diagnose(run_dir: Path, project_n: int = typer.Option(512, "--project-n", help="project F to this many models "
+                                                                                   "per population (challenge: 512)"),
+             as_json: bool = typer.Option(False, "--json", help='print {"rows": [...]} as JSON')):
+    """Where each row sits against the challenge's regime (spread ratio, location gap, retrained std, forget
+    accuracy) and the F it would score at --project-n models, from RUN_DIR's populations (docs/projection.md)."""
+    from .report.diagnose import diagnose_run, diagnose_table
+    result = diagnose_run(run_dir, project_n=project_n)
+    if as_json:
+        import json
+        print(json.dumps(result, indent=1))
+    else:
+        console.print(diagnose_table(result))
+
+
 def main():
     try:
         app()

@@ -1,0 +1,142 @@
+"""Where does a row sit, and what F would it score at N = 512? Arrays in, numbers out (docs/projection.md).
+
+Diagnostics (docs/calibration.md; DESIGN.md, "The regime a faithful benchmark must reproduce"), per forget
+example over the models, each summarised by the median over forget examples:
+
+    spread ratio   std(row) / std(retrained)                   1 for a perfect unlearner, 0 for identical models
+    location gap   (median row - median retrained) / std(retrained)   0 for a perfect unlearner
+    retrained std  std(retrained), in confidence units (the metric's threshold grid is not scale-free)
+
+Unlike F they do not fall with the number of models, so a run at small N can be screened on them.
+
+Projection of F to n models (`project_forgetting_quality`): each example's two populations are modelled as
+normals, retrained N(m_r, s_r) and row N(m_r + g s_r, (s_r e^l)^2), with the gap g and log spread ratio l of
+every example estimated from the run's models, then n models are drawn from each and scored with the official
+metric. Fitted from N models, g and l carry sampling noise (sd ~ sqrt(2 / N) each): at N = 64 two samples of one
+population look ~0.18 sd apart, a difference 512 models expose, so plugging the raw estimates in projects a
+perfect unlearner far too low (digits, 64 -> 512: 0.073 against 0.107 measured). The correction is empirical
+Bayes: across the forget examples, g (and l) ~ Normal(mu, tau^2), each estimate = truth + noise of known
+variance v_j; tau^2 by the method of moments; every draw takes each example's g and l from its posterior,
+Normal(mu + B_j (x_j - mu), B_j v_j) with B_j = tau^2 / (tau^2 + v_j). Drawing from the posterior, rather than
+plugging in its mean, keeps the spread of the true differences across examples (posterior means are
+under-dispersed) and carries their uncertainty into the interval.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import digamma, polygamma
+
+from .challenge import example_epsilons, points
+
+PROJECT_N = 512        # the challenge's population size (DESIGN.md)
+DRAWS = 50             # repetitions of (posterior draw of g, l; n fresh models per population); docs/projection.md
+CONFIDENCE = 0.95      # the interval's level, as the leaderboard's (metrics/resample.py)
+
+
+def _stds(conf: np.ndarray) -> np.ndarray:
+    conf = np.asarray(conf, np.float64)
+    return conf.std(0, ddof=1)
+
+
+def spread_and_gap(conf_u: np.ndarray, conf_ref: np.ndarray) -> tuple[float, float]:
+    """(spread ratio, location gap) of a row against the retrained models; conf: [models, forget examples].
+    Per forget example: std(row) / std(retrained) and (median row - median retrained) / std(retrained), over
+    the models (ddof 1); each the median over the forget examples whose retrained std is positive."""
+    conf_u, conf_ref = np.asarray(conf_u, np.float64), np.asarray(conf_ref, np.float64)
+    su, sr = _stds(conf_u), _stds(conf_ref)
+    ok = sr > 0
+    if not ok.any():
+        return float("nan"), float("nan")
+    ratio = float(np.median(su[ok] / sr[ok]))
+    gap = float(np.median((np.median(conf_u, 0)[ok] - np.median(conf_ref, 0)[ok]) / sr[ok]))
+    return ratio, gap
+
+
+def spread_ratio(conf_u, conf_ref) -> float:
+    return spread_and_gap(conf_u, conf_ref)[0]
+
+
+def location_gap(conf_u, conf_ref) -> float:
+    return spread_and_gap(conf_u, conf_ref)[1]
+
+
+def retrained_std(conf_ref) -> float:
+    """Median over forget examples of the per-example std of the retrained confidences (confidence units)."""
+    return float(np.median(_stds(conf_ref)))
+
+
+# --- the projection ---------------------------------------------------------------------------------------
+def _log_sd_moments(n: int) -> tuple[float, float]:
+    """Bias and variance of log(s), s the sample std (ddof 1) of n normal values, around log(sigma): exact,
+    (n - 1) s^2 / sigma^2 ~ chi^2_(n - 1). Bias (digamma((n - 1) / 2) - log((n - 1) / 2)) / 2 (-0.008 at 64),
+    variance trigamma((n - 1) / 2) / 4 (~ 1 / (2 (n - 1)); 0.0079 at 64)."""
+    k = (n - 1) / 2
+    return float(digamma(k) - np.log(k)) / 2, float(polygamma(1, k)) / 4
+
+
+def _posterior(x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normal-normal empirical Bayes over examples: x_j = theta_j + noise (variance v_j), theta_j ~ N(mu, tau^2);
+    mu and tau^2 by moments (tau^2 = var(x) - mean(v), at least 0). Returns each theta_j's posterior mean, var."""
+    mu = float(np.mean(x))
+    tau2 = max(0.0, float(np.var(x, ddof=1)) - float(np.mean(v))) if len(x) > 1 else 0.0
+    b = tau2 / (tau2 + v) if tau2 > 0 else np.zeros_like(v)
+    return mu + b * (x - mu), b * v
+
+
+def fit(conf_u: np.ndarray, conf_ref: np.ndarray, shrink: bool = True) -> dict:
+    """Per-example normal model of the two populations: {"m_r", "s_r", "gap", "gap_var", "log_ratio",
+    "log_ratio_var"}, each [examples]; with shrink, gap and log_ratio are the empirical-Bayes posterior means
+    and *_var their posterior variances (without: the raw estimates and 0). Examples where either population
+    has zero spread get log_ratio -inf (row constant) or are marked by s_r == 0 (retrained constant)."""
+    u, r = np.asarray(conf_u, np.float64), np.asarray(conf_ref, np.float64)
+    nu, nr = len(u), len(r)
+    m_r, s_r, m_u, s_u = r.mean(0), _stds(r), u.mean(0), _stds(u)
+    ok = (s_r > 0) & (s_u > 0)
+    (bias_u, var_u), (bias_r, var_r) = _log_sd_moments(nu), _log_sd_moments(nr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.where(s_r > 0, (m_u - m_r) / s_r, 0.0)
+        log_ratio = np.where(ok, np.log(s_u / s_r) - (bias_u - bias_r), -np.inf)   # unbiased when nu != nr
+    gap_var, lr_var = np.zeros_like(gap), np.zeros_like(gap)
+    if shrink and ok.any():
+        # sampling variances under normality: the gap's from both means and (delta method) from s_r in the
+        # denominator; the log ratio's from both log stds
+        v_gap = np.exp(2 * log_ratio[ok]) / nu + 1 / nr + gap[ok] ** 2 * var_r
+        v_lr = np.full(ok.sum(), var_u + var_r)
+        gap[ok], gap_var[ok] = _posterior(gap[ok], v_gap)
+        log_ratio[ok], lr_var[ok] = _posterior(log_ratio[ok], v_lr)
+    return {"m_r": m_r, "s_r": s_r, "m_u": m_u, "s_u": s_u, "gap": gap, "gap_var": gap_var,
+            "log_ratio": log_ratio, "log_ratio_var": lr_var}
+
+
+def draw_populations(model: dict, n: int, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """[n, draws * E] row and retrained confidences (column b * E + j: draw b, example j) from a `fit`."""
+    e = len(model["m_r"])
+    m_r, s_r = model["m_r"], model["s_r"]
+    gap = model["gap"] + np.sqrt(model["gap_var"]) * rng.standard_normal((draws, e))
+    lr = model["log_ratio"] + np.sqrt(model["log_ratio_var"]) * rng.standard_normal((draws, e))
+    ok = s_r > 0
+    # retrained constant (zero spread): the row keeps its own fitted mean and std
+    loc_u = np.where(ok, m_r + gap * s_r, model["m_u"])
+    with np.errstate(invalid="ignore"):
+        sd_u = np.where(ok, s_r * np.exp(lr), model["s_u"])       # exp(-inf) = 0: a constant row stays constant
+    r = m_r + s_r * rng.standard_normal((n, draws, e))
+    u = loc_u + sd_u * rng.standard_normal((n, draws, e))
+    return u.reshape(n, draws * e), r.reshape(n, draws * e)
+
+
+def project_forgetting_quality(conf_u, conf_ref, n: int = PROJECT_N, draws: int = DRAWS, seed: int = 0,
+                               confidence: float = CONFIDENCE, shrink: bool = True) -> tuple[float, tuple[float, float]]:
+    """F that the row would score with n models per population: (median over draws, (lo, hi) percentiles at
+    `confidence`). Each draw takes every example's gap and log spread ratio from its empirical-Bayes posterior
+    (`fit`), draws n row and n retrained models from the normal model, and scores them with the official metric
+    (points with M = ceil(ln(n - 1))). The interval is predictive: where a measured board at n models should
+    fall, given the run's models (posterior uncertainty of the differences + the draw of n models)."""
+    if n < 2:
+        raise ValueError(f"n must be at least 2 models (got {n}).")
+    model = fit(conf_u, conf_ref, shrink=shrink)
+    u, r = draw_populations(model, n, draws, np.random.default_rng(seed))
+    e = len(model["m_r"])
+    f = points(example_epsilons(u, r), n).reshape(draws, e).mean(1)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(f, [a, 1 - a])
+    return float(np.median(f)), (float(lo), float(hi))

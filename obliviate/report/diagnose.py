@@ -1,0 +1,71 @@
+"""`obliviate diagnose RUN_DIR`: where each row of a run sits against the challenge's regime (spread ratio,
+location gap, retrained std, forget accuracy) and the F it would score at --project-n models (docs/projection.md).
+Reads the run folder; the arithmetic is obliviate/metrics/projection.py."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UserError
+from ..metrics.projection import CONFIDENCE, DRAWS, PROJECT_N, project_forgetting_quality, retrained_std, spread_and_gap
+from .run import load_run
+
+KEYS = ("method", "role", "n_models", "forgetting_quality", "forgetting_quality_ci", "spread_ratio", "location_gap",
+        "retrained_std", "forget_acc", "retrained_forget_acc", "projected_forgetting_quality",
+        "projected_forgetting_quality_ci")
+
+
+def _row_seed(seed: int, name: str) -> list[int]:
+    """A seed per (run seed, row name): a row's projection does not depend on which other rows exist."""
+    return [seed & 0xFFFFFFFF, *name.encode()]
+
+
+def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confidence: float = CONFIDENCE) -> dict:
+    """{"run", "n_models", "project_n", "draws", "rows": [one dict per leaderboard row, KEYS]}; UserError when the
+    run folder lacks its populations (the diagnostics need every model's confidences, not only the scores)."""
+    if project_n < 2:
+        raise UserError(f"--project-n must be at least 2 models (got {project_n}); the challenge used 512.")
+    run = load_run(run_dir)
+    if not (run.path / "populations" / "retrained.npz").is_file():
+        raise UserError(f"{run.path} has no populations/retrained.npz, so there are no per-model confidences to "
+                        f"diagnose: re-run `obliviate run` (it writes the populations) and diagnose that folder.")
+    ref = run.reference()
+    seed = int(run.board.get("seed", 0) or 0)
+    r_forget = float(np.mean(ref["forget_acc"])) if "forget_acc" in ref else None
+    rows = []
+    for row in run.rows:
+        conf = run.row_population(row)["conf"]
+        ratio, gap = spread_and_gap(conf, ref["conf"])
+        point, (lo, hi) = project_forgetting_quality(conf, ref["conf"], n=project_n, draws=draws,
+                                                     seed=_row_seed(seed, row["method"]), confidence=confidence)
+        rows.append({"method": row["method"], "role": row["role"], "n_models": int(conf.shape[0]),
+                     "forgetting_quality": row["forgetting_quality"],
+                     "forgetting_quality_ci": row.get("forgetting_quality_ci"),
+                     "spread_ratio": ratio, "location_gap": gap, "retrained_std": retrained_std(ref["conf"]),
+                     "forget_acc": row["forget_acc"], "retrained_forget_acc": r_forget,
+                     "projected_forgetting_quality": point, "projected_forgetting_quality_ci": [lo, hi]})
+    return {"run": str(run.path), "n_models": int(ref["conf"].shape[0]), "project_n": project_n, "draws": draws,
+            "confidence": confidence, "rows": rows}
+
+
+def _ci(x) -> str:
+    return f"{x[0]:.4f}–{x[1]:.4f}" if x else ""
+
+
+def diagnose_table(result: dict):
+    """A rich Table of diagnose_run's result (the CLI's terminal output)."""
+    from rich.table import Table
+    n, pn = result["n_models"], result["project_n"]
+    t = Table(title=f"{result['run']} · N = {n} · projected to N = {pn} ({result['draws']} draws) · "
+                    f"challenge regime: spread ratio ~0.9-1.0, location gap <= ~0.5")
+    for c in ("method", "spread ratio", "location gap", "retrained std", "forget acc (retrained)", f"F at N = {n}",
+              f"F at {n}, interval", f"projected F at {pn}", "projected interval"):
+        t.add_column(c, justify="left" if c == "method" else "right", no_wrap=c == "method")
+    label = {"ceiling": " (ceiling)", "floor": " (floor)"}
+    for r in result["rows"]:
+        rf = r["retrained_forget_acc"]
+        t.add_row(r["method"] + label.get(r["role"], ""), f"{r['spread_ratio']:.2f}", f"{r['location_gap']:+.2f}",
+                  f"{r['retrained_std']:.3f}", f"{r['forget_acc']:.3f}" + (f" ({rf:.3f})" if rf is not None else ""),
+                  f"{r['forgetting_quality']:.4f}", _ci(r["forgetting_quality_ci"]),
+                  f"{r['projected_forgetting_quality']:.4f}", _ci(r["projected_forgetting_quality_ci"]),
+                  style={"ceiling": "green", "floor": "red"}.get(r["role"]))
+    return t

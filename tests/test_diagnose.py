@@ -1,0 +1,119 @@
+"""`obliviate diagnose`: spread ratio, location gap and the projection of F to N models (docs/projection.md)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from obliviate.errors import UserError
+from obliviate.metrics import forgetting_quality
+from obliviate.metrics.projection import project_forgetting_quality, retrained_std, spread_and_gap
+from obliviate.report.diagnose import KEYS, diagnose_run
+from obliviate.runner import RunConfig, run
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    d = tmp_path_factory.mktemp("diag")
+    run(RunConfig(preset="smoke", n_models=N, cache=str(d / "cache"), out=str(d / "out"), quiet=True, report=False))
+    return d / "out"
+
+
+@pytest.fixture(scope="module")
+def diag(smoke):
+    return diagnose_run(smoke, project_n=N, draws=40)
+
+
+def test_oracle_is_a_second_retrained_population(diag):
+    by = {r["method"]: r for r in diag["rows"]}
+    assert set(by) == {"oracle", "finetune", "original"}
+    o = by["oracle"]
+    assert 0.7 < o["spread_ratio"] < 1.4 and abs(o["location_gap"]) < 0.4, o
+    # finetune's N runs start from one original: they spread far less than retrained models (smoke: 0.06)
+    assert by["finetune"]["spread_ratio"] < 0.5 * o["spread_ratio"]
+    assert all(set(r) == set(KEYS) for r in diag["rows"])
+    assert diag["rows"][0]["retrained_std"] > 0 and 0 <= o["retrained_forget_acc"] <= 1
+
+
+def test_projection_at_the_runs_own_n_covers_its_f(diag):
+    for r in diag["rows"]:
+        lo, hi = r["projected_forgetting_quality_ci"]
+        assert lo <= r["forgetting_quality"] <= hi, r
+
+
+def test_identical_models_have_spread_ratio_zero_and_project_to_zero(smoke, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(smoke, d)
+    p = d / "populations" / "finetune.npz"
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["conf"] = np.repeat(arrays["conf"][:1], len(arrays["conf"]), axis=0)    # N copies of one model
+    np.savez(p, **arrays)
+    row = next(r for r in diagnose_run(d, project_n=64, draws=5)["rows"] if r["method"] == "finetune")
+    assert row["spread_ratio"] == 0
+    # a population without spread is "too peaky" for the metric (epsilon 50, 0 points) at any N
+    assert row["projected_forgetting_quality"] == 0 and row["projected_forgetting_quality_ci"] == [0, 0]
+
+
+@pytest.mark.parametrize("ratio, gap, tol", [(1.0, 0.0, 0.03), (0.7, 0.3, 0.006)])
+def test_projection_from_64_models_matches_a_direct_draw_at_512(ratio, gap, tol):
+    """Normal populations, std 1: the truth at 512 is a direct draw; the projection sees only 64 models. The
+    uncorrected plug-in (shrink=False) misses the ceiling by far more than the tolerance (0.11 against 0.20)."""
+    rng = np.random.default_rng(3)
+    e = 60
+    mu = rng.normal(0, 2, e)
+
+    def pop(n, r=1.0, g=0.0):
+        return mu + g + r * rng.standard_normal((n, e))
+
+    direct = np.mean([forgetting_quality(pop(512, ratio, gap), pop(512)) for _ in range(2)])
+    u, r = pop(64, ratio, gap), pop(64)
+    point, (lo, hi) = project_forgetting_quality(u, r, n=512, draws=8, seed=1)
+    assert abs(point - direct) < tol and lo <= point <= hi, (point, direct)
+    if ratio == 1.0:
+        naive, _ = project_forgetting_quality(u, r, n=512, draws=8, seed=1, shrink=False)
+        assert direct - naive > 2 * tol, (naive, direct)
+
+
+def test_spread_and_gap_definitions():
+    ref = np.array([[-1.0, 0.0], [0.0, 2.0], [1.0, 4.0]])              # per example: std 1 and 2, medians 0 and 2
+    u = 0.5 * ref + np.array([2.0, 4.0])                                # half the spread; medians 2 and 5
+    ratio, gap = spread_and_gap(u, ref)
+    assert ratio == pytest.approx(0.5) and gap == pytest.approx(np.median([2.0, 1.5]))
+    assert retrained_std(ref) == pytest.approx(1.5)
+
+
+CLI = [sys.executable, "-m", "obliviate.cli"]
+
+
+def cli(*args):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_json_shape_and_table(smoke):
+    r = cli("diagnose", smoke, "--project-n", 16, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [row["method"] for row in out["rows"]] == ["oracle", "finetune", "original"]
+    assert out["project_n"] == 16 and all(set(row) == set(KEYS) for row in out["rows"])
+    lo, hi = out["rows"][0]["projected_forgetting_quality_ci"]
+    assert 0 <= lo <= out["rows"][0]["projected_forgetting_quality"] <= hi <= 1
+    t = cli("diagnose", smoke)
+    assert t.returncode == 0 and "oracle (ceiling)" in t.stdout and "projected to N = 512" in t.stdout
+
+
+def test_run_folder_without_populations_is_refused_in_one_sentence(smoke, tmp_path):
+    d = tmp_path / "bare"
+    d.mkdir()
+    shutil.copy(smoke / "leaderboard.json", d)
+    with pytest.raises(UserError, match="no populations/retrained.npz"):
+        diagnose_run(d)
+    r = cli("diagnose", d)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.strip().count(". ") == 0, r.stderr
