@@ -115,25 +115,16 @@ def figures(pops: dict, facts: dict, n: int, seed: int = 0) -> dict:
 
 
 def diagnostics(conf_u: np.ndarray, conf_r: np.ndarray, seed: int = 0, project: bool = True) -> dict:
-    from obliviate.metrics import forgetting_quality
-    su, sr = conf_u.std(0, ddof=1), conf_r.std(0, ddof=1)
-    ok = sr > 0
-    d = {"spread_ratio": float(np.median(su[ok] / sr[ok])),
-         "location_gap": float(np.median((np.median(conf_u, 0)[ok] - np.median(conf_r, 0)[ok]) / sr[ok])),
-         "retrained_std": float(np.median(sr)), "forgetting_quality": float(forgetting_quality(conf_u, conf_r))}
+    """The row's regime figures (obliviate.metrics.projection, as `obliviate diagnose` computes them)."""
+    from obliviate.metrics import forgetting_quality, projection
+    ratio, gap = projection.spread_and_gap(conf_u, conf_r)
+    d = {"spread_ratio": ratio, "location_gap": gap, "retrained_std": projection.retrained_std(conf_r),
+         "forgetting_quality": float(forgetting_quality(conf_u, conf_r))}
     if project:
-        d.update(project_512(conf_u, conf_r, seed))
+        point, ci = projection.project_forgetting_quality(conf_u, conf_r, n=PROJECT_N, seed=seed)
+        d.update({"projected_forgetting_quality": float(point),
+                  "projected_forgetting_quality_ci": [float(c) for c in ci]})
     return d
-
-
-def project_512(conf_u, conf_r, seed: int = 0) -> dict:
-    """finetune's projected F at N = 512 (obliviate.metrics.projection; absent until that module exists)."""
-    try:
-        from obliviate.metrics import projection
-    except ImportError:
-        return {}
-    point, ci = projection.project_forgetting_quality(conf_u, conf_r, n=PROJECT_N, seed=seed)
-    return {"projected_forgetting_quality": float(point), "projected_forgetting_quality_ci": [float(c) for c in ci]}
 
 
 def verdict(row: dict) -> dict:
