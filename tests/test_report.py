@@ -13,7 +13,7 @@ from obliviate.report import compare_runs, load_run, metric_glossary, write_repo
 from obliviate.report.synthetic import make_synthetic_run
 
 METHODS = ("oracle", "finetune", "scrub", "neggrad_plus", "original")
-SECTIONS = ("leaderboard", "score-cost", "epsilons", "examples", "accuracy", "glossary")
+SECTIONS = ("leaderboard", "score-cost", "epsilons", "examples", "accuracy", "regime", "glossary")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_write_report_files(run):
     assert html_path == path / "report.html" and md_path == path / "report.md"
     assert html_path.stat().st_size > 10_000 and md_path.stat().st_size > 1_000
     pngs = sorted(p.name for p in (path / "report_files").iterdir())
-    assert pngs == ["accuracy.png", "epsilons.png", "examples.png", "score_cost.png"]
+    assert pngs == ["accuracy.png", "epsilons.png", "examples.png", "regime.png", "score_cost.png"]
     for p in (path / "report_files").iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = md_path.read_text()
@@ -43,7 +43,7 @@ def test_html_is_self_contained(run):
     assert "http://" not in html and "https://" not in html
     assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
     imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(imgs) == 4 and html.count("<img") == 4
+    assert len(imgs) == 5 and html.count("<img") == 5
     for b64 in imgs:                                          # each figure is a decodable PNG
         with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
             im.load()

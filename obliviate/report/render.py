@@ -125,6 +125,16 @@ def _prepare(run: Run):
     return rows, eps, pops, ref
 
 
+def _regime_rows(rows, pops, ref) -> list[dict]:
+    """Rows with their spread ratio and location gap against the retrained models (the regime figure)."""
+    from ..metrics.projection import spread_and_gap
+    out = []
+    for r in rows:
+        ratio, gap = spread_and_gap(pops[r["method"]]["conf"], ref["conf"])
+        out.append({"method": r["method"], "role": r["role"], "spread_ratio": ratio, "location_gap": gap})
+    return out
+
+
 def _conf(run) -> str:
     c = num(run.board.get("confidence"))
     return f"{100 * (c if c is not None else 0.95):g}%"
@@ -205,6 +215,13 @@ FIG_TEXT = {
                  "Lower is better: bins of width 0.5 earn 1, 1/2, 1/4, ... points and F is the mean; the red bin "
                  "earns nothing."),
     "examples": ("Forget examples up close", ""),
+    "regime": ("Spread ratio and location gap",
+               "Each row's confidences on the forget set against the retrained models': spread ratio (std of the "
+               "row's models over the retrained models' std, per forget example) and location gap (difference of "
+               "medians in retrained stds), each the median over the forget examples. A perfect unlearner sits at "
+               "(1, 0). Unlike F they do not fall with N. Grey crosses: F at N = 512 of synthetic normal populations "
+               "there (retrained std 1-3); the green band is where the challenge's figures put its finetune (F "
+               "~0.058 at N = 512). `obliviate diagnose` projects each row's F to N = 512 (docs/projection.md)."),
     "accuracy": ("Accuracy",
                  "Mean retain, test and forget accuracy of each population (error bars: one standard deviation "
                  "over its models), beside the retrained reference (dashed lines). A good unlearner keeps retain "
@@ -252,7 +269,7 @@ footer{margin-top:36px;font-size:12px;color:#777}
            '<div class="meta">' + "".join(f"<span>{e(k)}: <b>{e(v)}</b></span>" for k, v in meta) + "</div>",
            '<nav><a href="#leaderboard">Leaderboard</a><a href="#score-cost">Score vs cost</a>'
            '<a href="#epsilons">Epsilons</a><a href="#examples">Forget examples</a>'
-           '<a href="#accuracy">Accuracy</a><a href="#glossary">Glossary</a></nav>',
+           '<a href="#accuracy">Accuracy</a><a href="#regime">Regime</a><a href="#glossary">Glossary</a></nav>',
            '<section id="leaderboard">', "<h2>Leaderboard</h2>", '<div class="scroll">', "<table>", "<thead><tr>",
            '<th>#</th><th class="name">method</th>' + "".join(f"<th>{e(h)}</th>" for _, h, _ in COLUMNS),
            "</tr></thead>", "<tbody>"]
@@ -284,7 +301,7 @@ footer{margin-top:36px;font-size:12px;color:#777}
             for r in rows]
     out += ["</tbody></table></details>", "</section>"]
     for key, sec in (("score_cost", "score-cost"), ("epsilons", "epsilons"), ("examples", "examples"),
-                     ("accuracy", "accuracy")):
+                     ("accuracy", "accuracy"), ("regime", "regime")):
         title, caption = FIG_TEXT[key]
         if key == "examples":
             caption = example_caption
@@ -328,7 +345,7 @@ def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
                   f"P(> X): the share of draws in which the method's score beats `finetune` or the next method.",
               "", "Hyper-parameters:", ""]
     lines += [f"- `{_md_cell(r['method'])}`: {_md_cell(_hparams(r))}" for r in rows] + [""]
-    for key in ("score_cost", "epsilons", "examples", "accuracy"):
+    for key in ("score_cost", "epsilons", "examples", "accuracy", "regime"):
         title, caption = FIG_TEXT[key]
         if key == "examples":
             caption = example_caption
@@ -366,11 +383,13 @@ def write_report(run_dir) -> tuple[Path, Path]:
         "epsilons": plots.epsilon_histograms(rows, eps, n_ref),
         "examples": plots.example_distributions(best["method"], u, r, picks, attacks),
         "accuracy": plots.accuracy_bars(_acc_groups(rows, pops, ref)),
+        "regime": plots.regime_plane(_regime_rows(rows, pops, ref)),
     }
     fig_alt = {"score_cost": "score vs cost scatter with the budget line",
                "epsilons": "histograms of per-example epsilon per method",
                "examples": f"confidence distributions of {best['method']} and retrained on three forget examples",
-               "accuracy": "grouped bars of retain, test and forget accuracy per method"}
+               "accuracy": "grouped bars of retain, test and forget accuracy per method",
+               "regime": "rows on the spread ratio - location gap plane with the challenge's region"}
     figs = {k: plots.render(f) for k, f in figures.items()}
     fig_files = {k: f"{k}.png" for k in figs}
 
