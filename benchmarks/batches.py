@@ -1,8 +1,15 @@
 """What the challenge-style batches cost a registered method: `Batch` (a tuple that also answers to
 batch["image"], ...) against the plain (inputs, targets) tuple the loaders yielded before, on the digits preset.
+With --own-loader: what a submission pays for building its own DataLoader over `retain_loader.dataset`.
 
     python benchmarks/batches.py                 # 12 paired rounds x 3 methods, one JSON line per method
     python benchmarks/batches.py --rounds 4      # quicker
+    python benchmarks/batches.py --own-loader    # a notebook-style finetune: own DataLoader / handed loader
+
+--own-loader times tests/fixtures/finetune_two_ways.py's `given` (the loader it is handed) and `own` (its own
+DataLoader, the same batches in the same order: checked, identical weights) through `unlearn_once` as user
+methods, and `own` once more with ExampleDataset.__getitems__ removed (example-by-example fetching, as before
+issue 18); `own_ratio` and `one_by_one_ratio` are medians of per-round ratios to `given` (target: own <= 1.25).
 
 Each round times `unlearn_once` for every method twice, once per batch kind, in alternating order (paired
 rounds: the machine's speed drifts between rounds, not within a pair); the figure is the median over rounds
@@ -26,7 +33,7 @@ from obliviate.data import base, load_source, make_splits          # noqa: E402
 from obliviate.methods import get_method                            # noqa: E402
 from obliviate.models import build_model                            # noqa: E402
 from obliviate.presets import get_preset                            # noqa: E402
-from obliviate.protocol import unlearn_once                         # noqa: E402
+from obliviate.protocol import harness_net, unlearn_once            # noqa: E402
 from obliviate.training import train_model                          # noqa: E402
 
 
@@ -46,12 +53,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--methods", default="finetune,neggrad_plus,scrub")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--own-loader", action="store_true", help="own DataLoader vs the handed loader (see above)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     p = get_preset("digits")
     splits = make_splits(load_source(p.source), p.forget, 0, group_size=p.group_size)
     original = build_model(p.model, splits.in_shape, splits.num_classes, seed=0, **p.model_kwargs)
     train_model(original, splits.train, p.recipe, splits.num_classes, seed=0)
+    if args.own_loader:
+        return own_loader(args.rounds, original, splits)
     batch_iter = base.TensorLoader.__iter__
 
     def once(method, kind, seed):
@@ -80,6 +90,49 @@ def main():
                           "tuple_ms": round(1e3 * statistics.median(secs["tuple"]), 2),
                           "median_ratio": round(statistics.median(ratios), 3),
                           "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}))
+
+
+def own_loader(rounds, original, splits):
+    fixture = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "finetune_two_ways.py"
+    given, own = (get_method(f"{fixture}:{f}") for f in ("given", "own"))
+    getitems = base.ExampleDataset.__getitems__
+
+    def once(kind, seed, repeat=5):
+        """CPU seconds (the cost clock on CPU, training.cost_clock) of `repeat` unlearning runs (seeds seed..):
+        one run is ~20 ms, too short to time alone on a shared machine."""
+        method = given if kind == "given" else own
+        if kind == "one_by_one":
+            del base.ExampleDataset.__getitems__
+        try:
+            net = harness_net(method, original)
+            t = time.process_time()
+            for s in range(seed * repeat, (seed + 1) * repeat):
+                model = unlearn_once(method, original, splits, s, net=net)
+            return (time.process_time() - t) / repeat, model
+        finally:
+            base.ExampleDataset.__getitems__ = getitems
+
+    kinds = ("given", "own", "one_by_one")
+    for k in kinds:
+        once(k, 0, repeat=1)                       # warm-up
+    secs, ratios = {k: [] for k in kinds}, {k: [] for k in kinds[1:]}
+    for r in range(rounds):
+        order = kinds[r % 3:] + kinds[:r % 3]      # rotate: the machine's drift spreads over the kinds
+        got = {k: once(k, r) for k in order}
+        for k in kinds:
+            secs[k].append(got[k][0])
+        for k in kinds[1:]:
+            ratios[k].append(got[k][0] / got["given"][0])
+        w = [list(got[k][1].state_dict().values()) for k in kinds]
+        assert all(all(torch.equal(a, b) for a, b in zip(w[0], o)) for o in w[1:]), "the three ways differ"
+    med = lambda v: statistics.median(v)
+    print(json.dumps({"method": "finetune (tests/fixtures/finetune_two_ways.py)", "rounds": rounds, "runs_per_round": 5,
+                      "retain": len(splits.retain), "batch_size": 64,
+                      **{f"{k}_ms": round(1e3 * med(secs[k]), 2) for k in kinds},
+                      "own_ratio": round(med(ratios["own"]), 3),
+                      "own_ratio_range": [round(min(ratios["own"]), 3), round(max(ratios["own"]), 3)],
+                      "one_by_one_ratio": round(med(ratios["one_by_one"]), 3),
+                      "own_within_1.25": med(ratios["own"]) <= 1.25}))
 
 
 if __name__ == "__main__":
