@@ -5,11 +5,14 @@ With --own-loader: what a submission pays for building its own DataLoader over `
     python benchmarks/batches.py                 # 12 paired rounds x 3 methods, one JSON line per method
     python benchmarks/batches.py --rounds 4      # quicker
     python benchmarks/batches.py --own-loader    # a notebook-style finetune: own DataLoader / handed loader
+    python benchmarks/batches.py --notebook      # the 1st place's notebook (own loaders) / the registered port
 
 --own-loader times tests/fixtures/finetune_two_ways.py's `given` (the loader it is handed) and `own` (its own
 DataLoader, the same batches in the same order: checked, identical weights) through `unlearn_once` as user
 methods, and `own` once more with ExampleDataset.__getitems__ removed (example-by-example fetching, as before
 issue 18); `own_ratio` and `one_by_one_ratio` are medians of per-round ratios to `given` (target: own <= 1.25).
+--notebook does the same with tests/fixtures/fanchuan_notebook.py as `own` and the registered `fanchuan` port as
+`given`: the same algorithm, not the same code, so only own vs one_by_one are checked equal.
 
 Each round times `unlearn_once` for every method twice, once per batch kind, in alternating order (paired
 rounds: the machine's speed drifts between rounds, not within a pair); the figure is the median over rounds
@@ -54,14 +57,15 @@ def main():
     ap.add_argument("--methods", default="finetune,neggrad_plus,scrub")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--own-loader", action="store_true", help="own DataLoader vs the handed loader (see above)")
+    ap.add_argument("--notebook", action="store_true", help="the 1st place's notebook vs the registered port")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     p = get_preset("digits")
     splits = make_splits(load_source(p.source), p.forget, 0, group_size=p.group_size)
     original = build_model(p.model, splits.in_shape, splits.num_classes, seed=0, **p.model_kwargs)
     train_model(original, splits.train, p.recipe, splits.num_classes, seed=0)
-    if args.own_loader:
-        return own_loader(args.rounds, original, splits)
+    if args.own_loader or args.notebook:
+        return own_loader(args.rounds, original, splits, args.notebook)
     batch_iter = base.TensorLoader.__iter__
 
     def once(method, kind, seed):
@@ -92,9 +96,12 @@ def main():
                           "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}))
 
 
-def own_loader(rounds, original, splits):
-    fixture = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "finetune_two_ways.py"
-    given, own = (get_method(f"{fixture}:{f}") for f in ("given", "own"))
+def own_loader(rounds, original, splits, notebook=False):
+    fixtures = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+    if notebook:        # not the same code (the port reads zr under no_grad, ...): same batches, other costs
+        given, own = get_method("fanchuan"), get_method(f"{fixtures / 'fanchuan_notebook.py'}:unlearning")
+    else:
+        given, own = (get_method(f"{fixtures / 'finetune_two_ways.py'}:{f}") for f in ("given", "own"))
     getitems = base.ExampleDataset.__getitems__
 
     def once(kind, seed, repeat=5):
@@ -124,10 +131,12 @@ def own_loader(rounds, original, splits):
         for k in kinds[1:]:
             ratios[k].append(got[k][0] / got["given"][0])
         w = [list(got[k][1].state_dict().values()) for k in kinds]
-        assert all(all(torch.equal(a, b) for a, b in zip(w[0], o)) for o in w[1:]), "the three ways differ"
+        assert all(all(torch.equal(a, b) for a, b in zip(w[-2], o)) for o in w[-1:]), "own and one by one differ"
+        assert notebook or all(torch.equal(a, b) for a, b in zip(w[0], w[1])), "given and own differ"
     med = lambda v: statistics.median(v)
-    print(json.dumps({"method": "finetune (tests/fixtures/finetune_two_ways.py)", "rounds": rounds, "runs_per_round": 5,
-                      "retain": len(splits.retain), "batch_size": 64,
+    print(json.dumps({"method": "fanchuan port (given) vs notebook (own)" if notebook else
+                      "finetune (tests/fixtures/finetune_two_ways.py)", "rounds": rounds, "runs_per_round": 5,
+                      "retain": len(splits.retain), "batch_size": "64 forget, 256 retain" if notebook else 64,
                       **{f"{k}_ms": round(1e3 * med(secs[k]), 2) for k in kinds},
                       "own_ratio": round(med(ratios["own"]), 3),
                       "own_ratio_range": [round(min(ratios["own"]), 3), round(max(ratios["own"]), 3)],
