@@ -12,8 +12,6 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from .errors import UserError
@@ -37,6 +35,8 @@ class RichProgress:
         if total == 0:
             console.print("everything is cached: nothing to compute", style="dim")
             return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)    # lazy, as Table: a cached rerun shows no bar
         self.p = Progress(TextColumn("{task.description:<22}", markup=False), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self.p.start()
@@ -62,6 +62,7 @@ def parse_hp(items) -> dict:
 
 
 def leaderboard_table(board: dict) -> Table:
+    from rich.table import Table
     from .write import COLUMNS, fmt, row_label
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}")
     short = {"forgetting_quality": "F", "n_models": "N"}            # narrow headers leave room for the interval
@@ -155,6 +156,7 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
 def methods():
     """List the registered unlearning methods: the challenge's eight winners (place, team, reported score, what
     each becomes on the small registered models), then the classic methods, with hyperparameters and sources."""
+    from rich.table import Table
     from .methods import METHODS
     from .methods.registry import small_model_notes, winners
     t = Table(title="the NeurIPS 2023 challenge's eight winners (--method winners: these + finetune)")

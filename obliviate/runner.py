@@ -46,6 +46,6 @@ def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
     # one retraining alone, timed: the original's training time scaled to the retain set's size
     retrain_seconds = original_meta["seconds"] * len(plan.splits.retain) / len(plan.splits.train)
     populations, workers = execute(plan, store, original_state, progress)
-    board = score(plan, populations, retrain_seconds, workers, t_start)
+    board = score(plan, populations, retrain_seconds, workers, t_start, store)
     write_run_dir(out, board, populations, cfg.report)
     return board, out

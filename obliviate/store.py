@@ -34,6 +34,15 @@ def content_key(obj) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def arrays_digest(arrays: dict, keys=None) -> str:
+    """Hash of arrays' contents (name, dtype, shape, bytes): the key of results derived from a population."""
+    h = hashlib.sha256()
+    for k in sorted(arrays) if keys is None else keys:
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}\0{a.dtype.str}\0{a.shape}\0".encode() + a.tobytes())
+    return h.hexdigest()[:24]
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -115,6 +124,21 @@ class Store:
         except Exception:          # truncated or foreign file: drop it and recompute
             p.unlink(missing_ok=True)
             return None
+
+    # small derived results (a leaderboard's intervals, a row's metrics) as JSON ---------------------------
+    def memo_json(self, kind: str, ident: dict, compute):
+        """compute()'s JSON-able value, stored under content_key(ident) and read back on the next call with the
+        same ident. The first call returns the value as read back from JSON too, so a cached rerun's result is
+        identical to the first run's (tuples become lists, float reprs round-trip exactly)."""
+        p = self.path(kind, content_key(ident), "json")
+        if p.exists():
+            try:
+                return json.loads(p.read_text())
+            except (OSError, ValueError):      # truncated or foreign: recompute
+                p.unlink(missing_ok=True)
+        text = json.dumps(compute())
+        atomic_write_text(p, text)
+        return json.loads(text)
 
     # hyperparameter presets (`obliviate tune` saves, `run --hp-preset` reads) ---------------------------
     # <root>/hp-presets/<name>.json = {preset: {method: {hyperparameter: value}}}

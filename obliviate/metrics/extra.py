@@ -30,6 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .challenge import forgetting_quality
 from .distances import kl_divergence, ks_distance
 from .mia import simple_mia
 
@@ -58,3 +59,11 @@ def extra_metrics(unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, n
     for k in ("retain_acc", "test_acc", "forget_acc"):
         out[f"{k}_std"] = float(u[k].astype(np.float64).std())
     return {k: out[k] for k in EXTRA_KEYS}
+
+
+def row_metrics(unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, np.ndarray]) -> dict:
+    """A leaderboard row's figures that come from the populations alone: F (the official metric, M from the
+    retrained population's size) and the EXTRA_KEYS. The runner caches them under the populations' contents."""
+    return {"forgetting_quality": forgetting_quality(_get(unlearned, "conf", "unlearned"),
+                                                     _get(retrained, "conf", "retrained")),
+            **extra_metrics(unlearned, retrained)}

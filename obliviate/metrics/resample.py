@@ -144,19 +144,24 @@ def board_intervals(populations: dict, reference: str = "retrained", rows=None, 
     return out
 
 
-def annotate_rows(rows: list, populations: dict, reference: str = "retrained", confidence: float = CONFIDENCE,
-                  seed: int = 0, draws: int = DRAWS, baseline: str = "finetune") -> list:
-    """Add board_intervals' keys to leaderboard rows in place (rows carry "method" and "role"); returns rows.
+def row_intervals(rows: list, populations: dict, reference: str = "retrained", confidence: float = CONFIDENCE,
+                  seed: int = 0, draws: int = DRAWS, baseline: str = "finetune") -> dict:
+    """board_intervals' keys for leaderboard rows (rows carry "method", "role", "forgetting_quality", "score"):
+    {row name: {key: value}}.
 
     Populations of fewer than 4 models cannot be half-sampled (a half needs 2 models): their rows get None.
     """
     names = [r["method"] for r in rows]
     if min(populations[k]["conf"].shape[0] for k in [reference, *names]) < 4:
-        for r in rows:
-            r.update(forgetting_quality_ci=None, score_ci=None)
-        return rows
-    out = board_intervals(populations, reference, names, {r["method"]: r["role"] for r in rows}, confidence, seed,
-                          draws, baseline, hats={r["method"]: (r["forgetting_quality"], r["score"]) for r in rows})
+        return {k: {"forgetting_quality_ci": None, "score_ci": None} for k in names}
+    return board_intervals(populations, reference, names, {r["method"]: r["role"] for r in rows}, confidence, seed,
+                           draws, baseline, hats={r["method"]: (r["forgetting_quality"], r["score"]) for r in rows})
+
+
+def annotate_rows(rows: list, populations: dict, reference: str = "retrained", confidence: float = CONFIDENCE,
+                  seed: int = 0, draws: int = DRAWS, baseline: str = "finetune") -> list:
+    """Add row_intervals' keys to leaderboard rows in place; returns rows."""
+    out = row_intervals(rows, populations, reference, confidence, seed, draws, baseline)
     for r in rows:
         r.update(out[r["method"]])
     return rows
@@ -264,4 +269,4 @@ def _point(pop: dict, ref: dict) -> tuple:
 
 
 __all__ = ["DRAWS", "CONFIDENCE", "STUDY_DRAWS", "half_indices", "draw_qualities", "board_draws", "board_intervals",
-           "annotate_rows", "interval", "beats", "spearman", "study_sizes", "n_study"]
+           "annotate_rows", "row_intervals", "interval", "beats", "spearman", "study_sizes", "n_study"]
