@@ -60,10 +60,18 @@ def test_identical_models_have_spread_ratio_zero_and_project_to_zero(smoke, tmp_
     assert row["projected_forgetting_quality"] == 0 and row["projected_forgetting_quality_ci"] == [0, 0]
 
 
-@pytest.mark.parametrize("ratio, gap, tol", [(1.0, 0.0, 0.03), (0.7, 0.3, 0.006)])
+HALF = np.arange(60) < 30
+
+
+@pytest.mark.parametrize("ratio, gap, tol", [
+    (1.0, 0.0, 0.03),                                            # a perfect unlearner
+    (0.7, 0.3, 0.006),                                           # DESIGN.md's regime table: 0.013-0.022
+    (np.where(HALF, 1.0, 0.5), np.where(HALF, 0.0, 1.5), 0.03),   # half the examples forgotten, half far off
+])
 def test_projection_from_64_models_matches_a_direct_draw_at_512(ratio, gap, tol):
     """Normal populations, std 1: the truth at 512 is a direct draw; the projection sees only 64 models. The
-    uncorrected plug-in (shrink=False) misses the ceiling by far more than the tolerance (0.11 against 0.20)."""
+    uncorrected plug-in (shrink=False) misses the ceiling and the half-forgotten row by more than the tolerance
+    (0.11 against 0.20; 0.06 against 0.09); one normal prior over examples missed the half-forgotten one too (0.046)."""
     rng = np.random.default_rng(3)
     e = 60
     mu = rng.normal(0, 2, e)
@@ -75,9 +83,9 @@ def test_projection_from_64_models_matches_a_direct_draw_at_512(ratio, gap, tol)
     u, r = pop(64, ratio, gap), pop(64)
     point, (lo, hi) = project_forgetting_quality(u, r, n=512, draws=8, seed=1)
     assert abs(point - direct) < tol and lo <= point <= hi, (point, direct)
-    if ratio == 1.0:
+    if np.ndim(ratio) or ratio == 1.0:
         naive, _ = project_forgetting_quality(u, r, n=512, draws=8, seed=1, shrink=False)
-        assert direct - naive > 2 * tol, (naive, direct)
+        assert direct - naive > tol, (naive, direct)
 
 
 def test_spread_and_gap_definitions():
