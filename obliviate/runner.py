@@ -47,5 +47,5 @@ def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
     retrain_seconds = original_meta["seconds"] * len(plan.splits.retain) / len(plan.splits.train)
     populations, workers = execute(plan, store, original_state, progress)
     board = score(plan, populations, retrain_seconds, workers, t_start, store)
-    write_run_dir(out, board, populations, cfg.report)
+    write_run_dir(out, board, populations, cfg.report, store)
     return board, out

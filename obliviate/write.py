@@ -71,8 +71,9 @@ def leaderboard_markdown(board: dict) -> str:
     return head + "\n".join(lines) + foot
 
 
-def write_run_dir(out: Path, board: dict, populations: dict, report: bool) -> None:
-    """Build the whole run folder beside its destination, then rename it into place: all or nothing."""
+def write_run_dir(out: Path, board: dict, populations: dict, report: bool, store=None) -> None:
+    """Build the whole run folder beside its destination, then rename it into place: all or nothing. With a
+    store, the report's figures are read from it when it has them (report.render.write_report)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
@@ -87,7 +88,7 @@ def write_run_dir(out: Path, board: dict, populations: dict, report: bool) -> No
             except ModuleNotFoundError:
                 write_report = None
             if write_report:
-                write_report(tmp)
+                write_report(tmp, store=store)
         if out.exists():
             out.rmdir()           # empty (checked before the run)
         os.replace(tmp, out)

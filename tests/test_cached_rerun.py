@@ -22,8 +22,9 @@ def spy(monkeypatch, module, name):
 
 
 def smoke(tmp_path, out, **kw):
+    kw = {"report": False, **kw}
     return run(RunConfig(preset="smoke", n_models=6, methods=["finetune"], cache=str(tmp_path / "c"),
-                         out=str(tmp_path / out), report=False, quiet=True, **kw))
+                         out=str(tmp_path / out), quiet=True, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,19 @@ def test_edited_metric_code_recomputes_every_figure(first, monkeypatch):
     again, _ = smoke(d, "edited")
     assert len(draws) == 1 and len(metrics) == len(board["rows"])
     assert again["rows"] == board["rows"]                          # the same figures, computed again
+
+
+def test_a_cached_rerun_draws_no_figure(first, monkeypatch):
+    import obliviate.report.render as render
+    d, _, _ = first
+    _, one = smoke(d, "report1", report=True)                      # the report's first drawing
+    drawn = spy(monkeypatch, render, "_figures")
+    _, two = smoke(d, "report2", report=True)
+    assert drawn == []
+    files = sorted(p.name for p in (one / "report_files").iterdir())
+    assert files and files == sorted(p.name for p in (two / "report_files").iterdir())
+    assert all((one / "report_files" / f).read_bytes() == (two / "report_files" / f).read_bytes() for f in files)
+    assert "report_files/score_cost.png" in (two / "report.md").read_text()
 
 
 def test_a_changed_population_is_not_served_its_old_figures(tmp_path):
