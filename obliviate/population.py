@@ -21,7 +21,9 @@ and one-at-a-time weights agree to ~1e-7 after 30 epochs of the digits preset.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import itertools
 import math
 
 import torch
@@ -195,86 +197,50 @@ class GroupedLinear(nn.Module):
         return out.transpose(0, 1).reshape(B, -1)
 
 
-def _taps(n: int, k: int, s: int, p: int):
-    """Along one spatial axis of a conv (input n, kernel k, stride s, padding p): (first tap, number of taps,
-    padding before, padding after, outputs). Taps that read only padding for every output are dropped (their
-    terms are exact zeros): on a 1x1 map a 3x3 pad-1 conv is its centre tap, 1/9 of the nominal work."""
-    out = (n + 2 * p - k) // s + 1
-    used = [i for i in range(k) if any(0 <= i - p + s * o < n for o in range(out))]
-    i0, i1 = used[0], used[-1] + 1
-    lo, hi = i0 - p, i1 - 1 - p + s * (out - 1)              # first and last input row read (may be padding)
-    return i0, i1 - i0, max(0, -lo), max(0, hi - (n - 1)), out
-
-
-class _BmmConv(torch.autograd.Function):
-    """K convolutions on a channels_last x [B, K*C, H, W] (memory [B, H, W, K, C]) as one im2col copy and one
-    bmm per direction: out[k] [B*Ho*Wo, O] = cols[k] [B*Ho*Wo, taps*C] @ W[k] [taps*C, O], written straight
-    into a channels_last output. Taps that read only padding are left out (`_taps`)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, K: int, stride: int, padding: int):
-        B, KC, H, W = x.shape
-        O, C, kh, kw = weight.shape[0] // K, KC // K, weight.shape[2], weight.shape[3]
-        r0, nr, pt, pb, Ho = _taps(H, kh, stride, padding)
-        c0, nc, pl, pr, Wo = _taps(W, kw, stride, padding)
-        xp = x.permute(0, 2, 3, 1).reshape(B, H, W, K, C)            # a view if x is channels_last
-        if pt or pb or pl or pr:
-            xp = F.pad(xp, (0, 0, 0, 0, pl, pr, pt, pb))
-        xp = xp.contiguous()                                         # the strides below assume it
-        sB, sH, sW = xp.stride()[:3]
-        start = xp.storage_offset() + (r0 - padding + pt) * sH + (c0 - padding + pl) * sW
-        cols = xp.as_strided((K, B, Ho, Wo, nr, nc, C), (C, sB, stride * sH, stride * sW, sH, sW, 1), start)
-        cols = cols.reshape(K, B * Ho * Wo, nr * nc * C)
-        w = weight.view(K, O, C, kh, kw)[..., r0:r0 + nr, c0:c0 + nc].permute(0, 3, 4, 2, 1).reshape(K, -1, O)
-        out = torch.bmm(cols, w).view(K, B, Ho, Wo, O).permute(1, 2, 3, 0, 4).reshape(B, Ho, Wo, K * O)
-        ctx.save_for_backward(cols, w)
-        ctx.geom = (K, C, O, B, H, W, kh, kw, stride, padding, r0, nr, pt, c0, nc, pl, Ho, Wo, xp.shape)
-        return out.permute(0, 3, 1, 2)                                            # channels_last [B, K*O, Ho, Wo]
-
-    @staticmethod
-    def backward(ctx, grad):
-        cols, w = ctx.saved_tensors
-        K, C, O, B, H, W, kh, kw, s, p, r0, nr, pt, c0, nc, pl, Ho, Wo, pshape = ctx.geom
-        g = grad.permute(0, 2, 3, 1).reshape(-1, K, O).transpose(0, 1)             # [K, B*Ho*Wo, O]
-        dx = dw = None
-        if ctx.needs_input_grad[1]:
-            dwm = torch.bmm(cols.transpose(1, 2), g).view(K, nr, nc, C, O).permute(0, 4, 3, 1, 2)
-            dw = dwm.new_zeros(K, O, C, kh, kw)
-            dw[..., r0:r0 + nr, c0:c0 + nc] = dwm
-            dw = dw.view(K * O, C, kh, kw)
-        if ctx.needs_input_grad[0]:
-            dcols = torch.bmm(g, w.transpose(1, 2)).view(K, B, Ho, Wo, nr, nc, C)
-            dxp = dcols.new_zeros(pshape)                   # col2im: each tap's gradient added where it read
-            a, b = r0 - p + pt, c0 - p + pl
-            for i in range(nr):
-                for j in range(nc):
-                    dxp[:, a + i:a + i + s * (Ho - 1) + 1:s, b + j:b + j + s * (Wo - 1) + 1:s] += \
-                        dcols[:, :, :, :, i, j].permute(1, 2, 3, 0, 4)
-            dx = dxp[:, pt:pt + H, pl:pl + W].reshape(B, H, W, K * C).permute(0, 3, 1, 2)
-        return dx, dw, None, None, None
-
-
-class BmmConv2d(nn.Conv2d):
+class GroupedConv2d(nn.Conv2d):
     """K Conv2d side by side as one grouped conv (weight [K*O, C, kh, kw]: `load_group` / `split_group` as for
-    any grouped conv) whose forward runs `_BmmConv` on maps of at most BMM_MAX_PIXELS input pixels and mkldnn's
-    grouped conv on larger ones (BMM_MODE "always" / "never" force one or the other: tests, benchmarks)."""
+    any grouped conv). On maps of at most MATMUL_MAX_PIXELS input pixels its forward is one bmm per model
+    against the conv's unrolled matrix, [B, H*W*C] @ [H*W*C, Ho*Wo*O] (a gather of the kernel taps, zeros
+    where an output does not see an input), so the taps that would read padding cost nothing: on a 1x1 map a
+    3x3 conv is its centre tap, on a 2x2 map 4/9 of the nominal work. Larger maps: mkldnn's grouped conv."""
 
     def __init__(self, K: int, conv: nn.Conv2d):
         super().__init__(K * conv.in_channels, K * conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                          conv.dilation, K * conv.groups, conv.bias is not None, conv.padding_mode)
         self.K = K
-        self.bmm_ok = (conv.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros" and
-                       not isinstance(self.padding, str) and len(set(self.stride)) == len(set(self.padding)) == 1)
+        self.matmul_ok = (conv.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros" and
+                          not isinstance(self.padding, str))
 
     def forward(self, x):
-        pixels = x.shape[-1] * x.shape[-2]
-        if not self.bmm_ok or BMM_MODE == "never" or (BMM_MODE == "small" and pixels > BMM_MAX_PIXELS):
+        B, KC, H, W = x.shape
+        if not self.matmul_ok or H * W > MATMUL_MAX_PIXELS:
             return super().forward(x)
-        out = _BmmConv.apply(x, self.weight, self.K, self.stride[0], self.padding[0])
+        K, (kh, kw) = self.K, self.kernel_size
+        O, C = self.out_channels // K, KC // K
+        idx, Ho, Wo = _unrolled_taps(H, W, kh, kw, self.stride, self.padding)
+        w = F.pad(self.weight.view(K, O, C, kh * kw), (0, 1))                     # tap kh*kw: a zero
+        w = w[..., idx.to(x.device)].permute(0, 4, 2, 3, 1).reshape(K, H * W * C, Ho * Wo * O)
+        h = x.permute(0, 2, 3, 1).reshape(B, H * W, K, C).permute(2, 0, 1, 3).reshape(K, B, H * W * C)
+        out = torch.bmm(h, w).view(K, B, Ho * Wo, O).permute(1, 2, 0, 3).reshape(B, Ho, Wo, K * O)
+        out = out.permute(0, 3, 1, 2)                                             # channels_last [B, K*O, Ho, Wo]
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
-BMM_MODE, BMM_MAX_PIXELS = "small", 4
+@functools.lru_cache(maxsize=None)
+def _unrolled_taps(H: int, W: int, kh: int, kw: int, stride, padding):
+    """[Ho*Wo, H*W] tap index (kh*kw: none) of the kernel weight linking each output pixel to each input
+    pixel, and (Ho, Wo)."""
+    (sh, sw), (ph, pw) = stride, padding
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    idx = torch.full((Ho, Wo, H, W), kh * kw, dtype=torch.long)
+    for ho, wo, hi, wi in itertools.product(range(Ho), range(Wo), range(H), range(W)):
+        i, j = hi - sh * ho + ph, wi - sw * wo + pw
+        if 0 <= i < kh and 0 <= j < kw:
+            idx[ho, wo, hi, wi] = i * kw + j
+    return idx.view(Ho * Wo, H * W), Ho, Wo
+
+
+MATMUL_MAX_PIXELS = 4
 
 
 # layers that act on each channel (or each sample's features in order) alone, so they need no change to
@@ -291,7 +257,7 @@ def group_model(template: nn.Module, K: int) -> nn.Module:
     for parent in list(net.modules()):
         for name, m in list(parent.named_children()):
             if isinstance(m, nn.Conv2d):
-                new = BmmConv2d(K, m)
+                new = GroupedConv2d(K, m)
             elif type(m) is nn.BatchNorm2d:
                 new = nn.BatchNorm2d(K * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
             elif isinstance(m, nn.Linear):

@@ -8,7 +8,7 @@ from obliviate.data import TensorSet, load_source, make_splits
 from obliviate.errors import UserError
 from obliviate.models import build_model
 import obliviate.population as population
-from obliviate.population import (BmmConv2d, _taps, default_chunk, group_model, load_group,
+from obliviate.population import (GroupedConv2d, _unrolled_taps, default_chunk, group_model, load_group,
                                   population_supports_batching, split_group, train_population)
 from obliviate.presets import PRESETS, Recipe
 from obliviate.training import train_model
@@ -174,27 +174,26 @@ def test_keep_best_epoch_alike_in_both_paths_and_picks_the_best(digits):
         train_population(*args, keep_best_from_epoch=2)
 
 
-def test_taps_leave_out_the_ones_that_read_only_padding():
-    """(first tap, taps, pad before, pad after, outputs) along one axis: a 3x3 pad-1 conv on a 1x1 map is its
-    centre tap with no padding; on a 2x2 map at stride 2, taps 1..2 and one padding row before."""
-    assert _taps(1, 3, 1, 1) == (1, 1, 0, 0, 1)
-    assert _taps(2, 3, 2, 1) == (1, 2, 0, 0, 1)
-    assert _taps(7, 3, 1, 1) == (0, 3, 1, 1, 7)
-    assert _taps(4, 1, 2, 0) == (0, 1, 0, 0, 2)
-    assert _taps(28, 7, 2, 3) == (0, 7, 3, 2, 14)
+def test_unrolled_taps_link_each_output_pixel_to_the_inputs_it_sees():
+    """A 3x3 pad-1 conv on a 1x1 map is its centre tap; on a 2x2 map each output sees 4 inputs through 4
+    different taps (4/9 of the nominal work); 9 = no tap (a zero)."""
+    assert _unrolled_taps(1, 1, 3, 3, (1, 1), (1, 1))[0].tolist() == [[4]]
+    idx, Ho, Wo = _unrolled_taps(2, 2, 3, 3, (1, 1), (1, 1))
+    assert (Ho, Wo) == (2, 2) and idx.tolist() == [[4, 5, 7, 8], [3, 4, 6, 7], [1, 2, 4, 5], [0, 1, 3, 4]]
+    assert _unrolled_taps(2, 2, 1, 1, (2, 2), (0, 0))[0].tolist() == [[0, 1, 1, 1]]
 
 
 @pytest.mark.parametrize("C,O,H,k,stride,pad,bias", [
     (2, 3, 1, 3, 1, 1, False), (2, 3, 2, 3, 1, 1, False), (2, 3, 2, 3, 2, 1, True), (3, 2, 5, 3, 2, 1, False),
     (1, 4, 9, 7, 2, 3, False), (2, 4, 4, 1, 2, 0, True), (2, 2, 3, 3, 1, 0, False)])
-def test_bmm_conv_equals_the_grouped_conv(C, O, H, k, stride, pad, bias, monkeypatch):
-    """`BmmConv2d` (im2col + bmm) = one grouped conv of K models: output, input gradient and weight gradient,
-    in float64 to 1e-12, from channels_last and from contiguous inputs."""
-    monkeypatch.setattr(population, "BMM_MODE", "always")
+def test_matmul_conv_equals_the_grouped_conv(C, O, H, k, stride, pad, bias, monkeypatch):
+    """`GroupedConv2d` as a bmm against the unrolled kernel = mkldnn's grouped conv of K models: output, input
+    gradient and weight gradient, in float64 to 1e-12, from channels_last and from contiguous inputs."""
+    monkeypatch.setattr(population, "MATMUL_MAX_PIXELS", 10 ** 6)
     K, B = 3, 4
     g = torch.Generator().manual_seed(0)
     ref = torch.nn.Conv2d(K * C, K * O, k, stride, pad, groups=K, bias=bias).double()
-    mine = BmmConv2d(K, torch.nn.Conv2d(C, O, k, stride, pad, bias=bias)).double()
+    mine = GroupedConv2d(K, torch.nn.Conv2d(C, O, k, stride, pad, bias=bias)).double()
     mine.load_state_dict(ref.state_dict())
     for fmt in (torch.channels_last, torch.contiguous_format):
         x = torch.randn(B, K * C, H, H, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
@@ -211,11 +210,11 @@ def test_bmm_conv_equals_the_grouped_conv(C, O, H, k, stride, pad, bias, monkeyp
             assert torch.allclose(a, b, atol=1e-12, rtol=0)
 
 
-def test_resnet18_and_cnn_all_bmm_convs_match_one_at_a_time(monkeypatch):
-    """Every conv through im2col + bmm (the stem and the CNN's too): float64 equal to one-at-a-time training,
-    BatchNorm running statistics, a folded lone last example (33 examples in batches of 16) and the best-epoch
-    rule included."""
-    monkeypatch.setattr(population, "BMM_MODE", "always")
+def test_resnet18_and_cnn_all_matmul_convs_match_one_at_a_time(monkeypatch):
+    """Every conv as a bmm against its unrolled kernel (the stem and the CNN's too): float64 equal to
+    one-at-a-time training, BatchNorm running statistics, a folded lone last example (33 examples in batches
+    of 16) and the best-epoch rule included."""
+    monkeypatch.setattr(population, "MATMUL_MAX_PIXELS", 10 ** 6)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
