@@ -15,9 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from .errors import UserError
 
@@ -93,7 +90,8 @@ class Store:
 
     # weights ------------------------------------------------------------------------------------------
     def save_weights(self, key: str, state: dict, meta: dict | None = None) -> None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        from safetensors.torch import save as st_save    # torch only where weights are: `report`, `compare`
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}   # import no torch (~1.5-4 s)
         atomic_write_bytes(self.path("weights", key, "safetensors"),
                            st_save(tensors, metadata={"meta": json.dumps(meta or {})}))
 
@@ -102,6 +100,7 @@ class Store:
         p = self.path("weights", key, "safetensors")
         if not p.exists():
             return None
+        from safetensors.torch import load as st_load
         try:
             raw = p.read_bytes()
             n = int.from_bytes(raw[:8], "little")
