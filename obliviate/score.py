@@ -11,6 +11,7 @@ import datetime as dt
 import math
 import platform
 import time
+from importlib.metadata import version
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
     ref_key = population_key(ref)
     pop_keys = {}
     metrics_code = modules_fingerprint(["obliviate.metrics.extra"])     # F (metrics.challenge) and the extras
+    libs = {"numpy": np.__version__, "scikit-learn": version("scikit-learn")}    # the MIA is scikit-learn's
     rows = []
     for pop in plan.pops:
         if pop.role == "reference":
@@ -60,7 +62,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
         u = populations[pop.name]
         pop_keys[pop.name] = population_key(u)
         figures = memo(store, "row-metrics", {"what": "row_metrics", "unlearned": pop_keys[pop.name],
-                                              "retrained": ref_key, "code": metrics_code},
+                                              "retrained": ref_key, "code": metrics_code, **libs},
                        lambda: row_metrics(u, ref))
         fq = figures["forgetting_quality"]
         cost = {"ceiling": 1.0, "floor": 0.0}.get(pop.role, float(u["seconds"].mean() / retrain_seconds))
@@ -85,7 +87,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
         conf, seed = plan.cfg.confidence, plan.cfg.seed
         ident = {"what": "row_intervals", "reference": ref_key, "confidence": conf, "seed": seed,
                  "draws": resample.DRAWS, "baseline": "finetune",
-                 "code": modules_fingerprint(["obliviate.metrics.resample"]),
+                 "code": modules_fingerprint(["obliviate.metrics.resample"]), "numpy": np.__version__,
                  "rows": [[r["method"], r["role"], pop_keys[r["method"]], r["forgetting_quality"], r["score"]]
                           for r in rows]}
         out = memo(store, "intervals", ident, lambda: resample.row_intervals(

@@ -390,7 +390,8 @@ def _cached_figures(run: Run, rows, pops, ref, best, store: Store | None) -> dic
     from ..codehash import modules_fingerprint
     ident = {"what": "report_figures", "rows": rows, "budget": run.budget, "best": best["method"],
              "populations": {k: arrays_digest(p) for k, p in pops.items()}, "reference": arrays_digest(ref),
-             "code": modules_fingerprint(["obliviate.report.render"]), "matplotlib": version("matplotlib")}
+             "code": modules_fingerprint(["obliviate.report.render"]), "matplotlib": version("matplotlib"),
+             "numpy": np.__version__}
     out = store.memo_json("report-figures", ident, lambda: {
         k: base64.b64encode(v).decode("ascii") for k, v in _figures(run, rows, pops, ref, best).items()})
     return {k: base64.b64decode(v) for k, v in out.items()}
