@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from obliviate import population  # noqa: E402
 from obliviate.data import TensorSet, load_source, make_splits  # noqa: E402
 from obliviate.models import build_model  # noqa: E402
 from obliviate.population import default_chunk, train_grouped, train_mlp, train_population  # noqa: E402
@@ -185,16 +186,24 @@ def compare(preset, s, k: int, n_single: int) -> dict:
             **agreed}
 
 
-def interleaved(preset, s, rounds: int, n_single: int, chunk=None) -> dict:
+def interleaved(preset, s, rounds: int, n_single: int, chunk=None, mkldnn_only: bool = False) -> dict:
     """Paired rounds: one stacked chunk and `n_single` one-at-a-time models back to back, the order alternating,
-    so a slow spell of the machine (measured: 1.4x one run, 0.84x the next, same command) hits both paths."""
+    so a slow spell of the machine (measured: 1.4x one run, 0.84x the next, same command) hits both paths.
+    mkldnn_only: each round also trains the chunk with every conv on mkldnn's grouped conv (the stacked path
+    before the small-map bmms, population.MATMUL_MAX_PIXELS = 0): their ratio, paired."""
     chunk = chunk or default_chunk(preset.model, preset.model_kwargs)
     warm_up(preset, s)
-    ratios, per_b, per_s, peaks = [], [], [], []
+    ratios, per_b, per_s, peaks, gains = [], [], [], [], []
     for r in range(rounds):
         seeds = list(range(r * chunk, (r + 1) * chunk))
         def run_batched():
             t = time.perf_counter(); batched(preset, s, seeds, chunk); return (time.perf_counter() - t) / chunk
+        if mkldnn_only:
+            default, population.MATMUL_MAX_PIXELS = population.MATMUL_MAX_PIXELS, 0
+            try:
+                old = run_batched()
+            finally:
+                population.MATMUL_MAX_PIXELS = default
         def run_single():
             t = time.perf_counter()
             for seed in seeds[:n_single]:
@@ -206,15 +215,19 @@ def interleaved(preset, s, rounds: int, n_single: int, chunk=None) -> dict:
             bt, sg = run_batched(), run_single()
         peaks.append(matmul_gflops())
         per_b.append(bt); per_s.append(sg); ratios.append(sg / bt)
-        print(f"round {r}: one at a time {sg * 1e3:.0f} ms/model, stacked {bt * 1e3:.0f} ms/model: {sg / bt:.2f}x",
+        print(f"round {r}: one at a time {sg * 1e3:.0f} ms/model, stacked {bt * 1e3:.0f} ms/model: {sg / bt:.2f}x"
+              + (f"; stacked, mkldnn convs only {old * 1e3:.0f} ms/model: {old / bt:.2f}x" if mkldnn_only else ""),
               flush=True)
+        if mkldnn_only:
+            gains.append(old / bt)
     return {"speedup_median": round(statistics.median(ratios), 2), "speedup_min": round(min(ratios), 2),
             "speedup_max": round(max(ratios), 2), "rounds": rounds, "chunk": chunk, "n_single": n_single,
             "seconds_per_model_single": round(statistics.median(per_s), 4),
             "seconds_per_model_batched": round(statistics.median(per_b), 4),
             **roofline(preset, s, statistics.median(per_b), statistics.median(peaks)), "model": preset.model,
             "model_kwargs": preset.model_kwargs, "in_shape": list(s.in_shape), "epochs": preset.recipe.epochs,
-            "examples": len(s.retain), "threads": torch.get_num_threads()}
+            "examples": len(s.retain), "threads": torch.get_num_threads(),
+            **({"speedup_over_mkldnn_only": round(statistics.median(gains), 2)} if gains else {})}
 
 
 def sweep(preset, s) -> None:
@@ -273,6 +286,8 @@ def main(argv=None) -> None:
     ap.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
                     help="paired rounds of one stacked chunk vs --single (default 4) one-at-a-time models")
     ap.add_argument("--chunk", type=int, default=None, help="models stacked at once (default: per model type)")
+    ap.add_argument("--mkldnn-only", action="store_true",
+                    help="--interleave: also time the chunk with every conv on mkldnn (the path before the bmms)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -294,7 +309,7 @@ def main(argv=None) -> None:
         sweep(preset, s)
         return
     if a.interleave:
-        print(json.dumps(interleaved(preset, s, a.interleave, a.single or 4, a.chunk)))
+        print(json.dumps(interleaved(preset, s, a.interleave, a.single or 4, a.chunk, a.mkldnn_only)))
         return
     k = 16 if a.quick else a.k
     n_single = a.single or (8 if a.quick else k)

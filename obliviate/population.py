@@ -5,7 +5,7 @@
 initialisation, the same data order (make_generator(s) + torch.randperm per epoch, cut by `batch_bounds`),
 the same cosine lr per batch, the same Adam and the same class-weighted CE. The K models train as one
 stacked network: every parameter gets a leading model axis, Linear layers run as one bmm, Conv2d layers as
-one grouped conv (groups=K), and the loss is the sum over models of each model's own weighted-mean CE, so
+one grouped conv (groups=K; on maps of <= 4 pixels one bmm, `GroupedConv2d`), and the loss is the sum over models of each model's own weighted-mean CE, so
 each model's gradient is its own. Adam is elementwise (weight decay too), so one Adam over the stacked
 tensors is K Adams. BatchNorm (resnet18): each model's batch sits in its own channels, [B, K*C, H, W], and
 BatchNorm statistics are per channel, so one BatchNorm over K*C channels is K BatchNorms, running
@@ -17,6 +17,26 @@ are written by hand (`train_mlp`, 2x faster than autograd over the same bmm's); 
 autograd through their own forward on grouped layers (`group_model`, channels_last; for the CNN as fast as
 the earlier hand-stacked forward, and torch.func.vmap over functional_call was slower than both). Batched
 and one-at-a-time weights agree to ~1e-7 after 30 epochs of the digits preset.
+
+ResNet-18 (width 8, 28 px, K = 8, 1 thread; every ratio from paired steps in one process, the machine shared):
+* Where the time went (torch.profiler, one stacked step): mkldnn's grouped convs 74% (backward 55%), and
+  35% of the step in the convs of layer3 and layer4, whose maps are 2x2 and 1x1: there most of a 3x3
+  kernel reads padding (on a 1x1 map only its centre tap sees data), yet mkldnn's grouped backward took
+  ~24 ms a conv per step. BatchNorm 7%, ReLU backward 2.4%, copies 4%, Adam 2%.
+* Kept: convs on maps of <= 4 pixels as one bmm against the conv's unrolled kernel (`GroupedConv2d`):
+  measured 1.26-1.29x per step; at <= 16 pixels (layer2 too) 1.21x; as im2col + col2im instead, same
+  speed (1.03x, rounds 0.78-1.23) with a hand-written backward, so the simpler one stayed. The benchmark,
+  before -> after: speedup over one at a time 2.31x -> 3.52x, peak_fraction 0.16 -> 0.26. Now mkldnn's
+  convs of the stem, layer1 and layer2 (7x7 and 4x4 maps, 8-16 channels a group, AVX2 kernels) are ~48%
+  of a step, BatchNorm ~10%, copies 6%, the small-map bmms ~12%.
+* Measured and dropped: every conv as a bmm, in a model-major layout [K*C, B, H, W] 0.66x (im2col copies
+  with 2-7 number runs) or batch-innermost [H, W, K*C, B] 0.74x (the 8-channel layers' gemms, e.g.
+  [72, 8] @ [8, 3136], run at a quarter of the wide ones); torch.compile (inductor) of the stacked network:
+  132-280 s to compile here, then 0.98x (mkldnn convs) and 0.68x (with the bmm convs); bf16 autocast
+  0.16x (oneDNN's bf16 grouped convs at 8 channels a group), so populations train in float32 and no
+  bf16 scoring study was needed; mkldnn's backward-data recast as a forward conv with the flipped kernel:
+  1.71 vs 1.68 ms; contiguous instead of channels_last input: 0.79x; K = 16: as K = 8 (26.2 vs 26.3
+  ms/model-step), K = 4: 0.79x.
 """
 from __future__ import annotations
 
@@ -42,21 +62,25 @@ from .training import check_keep_best, cosine_lr, make_generator, train_model
 # cnn (width 16), grouped channels_last conv, ms/model per epoch of 2,560 examples at K=4/8/16/32:
 # digits 8x8 19/13/12/14, fashion 14x14 56/50/52/109 (one at a time: 118): 8 is near best on both and
 # stays clear of the cliff past 16 on larger images.
-# resnet18 (paired rounds, 1 thread, 1,024 Fashion-MNIST images, speedup over one at a time at K=4/8/16):
-# width 8, 28 px 2.6/2.4/1.9x; 32 px 2.3/1.9/1.8x; width 16, 28 px 1.5/1.4/1.4x; 32 px 1.3/1.7/1.6x: 8.
-# Wider, the grouped convs cost more than the per-op overhead they save (512 images, 1 thread): width 32
-# 1.06x (K=4, 32 px) and 1.02x (K=8, 28 px); width 64 (torchvision's), 32 px, K=4: 0.66x. So a ResNet
-# wider than 16 trains one at a time (CPU figures; no GPU was measured).
+# resnet18 (paired rounds, 1 thread, 1,024 Fashion-MNIST images, speedup over one at a time at K=4/8/16), with
+# mkldnn's grouped convs only (2026-11-23): width 8, 28 px 2.6/2.4/1.9x; 32 px 2.3/1.9/1.8x; width 16, 28 px
+# 1.5/1.4/1.4x; 32 px 1.3/1.7/1.6x; width 32 1.02-1.06x, width 64 0.66x (K=4, 32 px). With the small-map bmms
+# (`GroupedConv2d`, 2026-12-03, K=8, 28 px): width 8 3.2x (2.7-3.9), 16 2.2x, 32 1.9x (1.90-1.94, 512 images),
+# 64 1.15x (1.06-1.24, 256 images: 8x the memory for 15%, so 64 trains one at a time); per model-step K=16
+# costs as K=8 and K=4 1.27x more: 8. The bmms serve maps of <= 4 pixels, which the cifar stem (no stride,
+# no max-pool) leaves only at inputs of 16 px or less, so with it the old limit, 16, holds (CPU figures; no
+# GPU was measured).
 _CHUNK = {"mlp": 256, "cnn": 8, "resnet18": 8}
-_WIDEST = {"resnet18": 16}
+_WIDEST = {"resnet18": {"imagenet": 32, "cifar": 16}}          # by stem
 
 
 def default_chunk(model_name: str, model_kwargs: dict | None = None) -> int:
     """How many models `train_population` stacks at once by default; 1: one at a time (a model that does not
     stack, or one wider than stacking pays for). A training job of this many models costs one stacked run."""
     if model_name in _WIDEST:
-        default = inspect.signature(MODELS[model_name]).parameters["width"].default
-        if (model_kwargs or {}).get("width", default) > _WIDEST[model_name]:
+        params, kw = inspect.signature(MODELS[model_name]).parameters, model_kwargs or {}
+        width, stem = (kw.get(k, params[k].default) for k in ("width", "stem"))
+        if width > _WIDEST[model_name][stem]:
             return 1
     return _CHUNK.get(model_name, 1)
 
@@ -303,7 +327,7 @@ def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num
     the step is laid side by side in channels, [B, K*C, H, W], so every BatchNorm sees its own model's
     batch only. channels_last input: mkldnn's grouped conv and max-pool vectorise over the K*C channels
     (measured, CNN K=8 on 8x8: max-pool 2.2 -> 0.17 ms, second conv fwd+bwd 9.0 -> 5.3 ms; ResNet width 16,
-    28 px, K=8: 55 -> 46-51 ms/model/step). The weights stay contiguous: channels_last weights made each weight
+    28 px, K=8: 55 -> 46-51 ms/model/step; width 8 with the small-map bmms: 1.27x). The weights stay contiguous: channels_last weights made each weight
     gradient a format copy (38 ms of a 500 ms step) and measured 3-10% slower."""
     device, K = data.x.device, len(seeds)
     models = [build_model(model_name, in_shape, num_classes, seed=s, **kw) for s in seeds]

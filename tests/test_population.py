@@ -99,8 +99,9 @@ def test_resnet18_batched_matches_one_at_a_time():
     kw, seeds = {"width": 2}, [3, 7, 11]
     assert default_chunk("resnet18", kw) > 1 and population_supports_batching("resnet18", kw)
     assert default_chunk("no-such-model") == 1                  # trained one at a time by train_model
-    assert default_chunk("resnet18", {"width": 32}) == default_chunk("resnet18") == 1   # slower stacked
-    assert not population_supports_batching("resnet18")
+    assert default_chunk("resnet18", {"width": 32}) == 8                       # measured 1.9x stacked
+    assert default_chunk("resnet18") == default_chunk("resnet18", {"width": 32, "stem": "cifar"}) == 1
+    assert not population_supports_batching("resnet18")                       # torchvision's width 64: 1.15x
     recipe = Recipe(epochs=2, batch_size=16)                    # the challenge's lr 1e-4
     old = torch.get_default_dtype()
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
