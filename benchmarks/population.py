@@ -7,6 +7,8 @@
     python benchmarks/population.py --full          # a real 512-model digits population: wall time, peak RSS
     python benchmarks/population.py --model cnn --data fashion --interleave 6   # paired rounds: robust to a noisy machine
     python benchmarks/population.py --model resnet18 --width 8 --size 28 --interleave 4 --chunk 8 --threads 1
+    python benchmarks/population.py --model resnet18 --width 8 --size 28 --threads 1 --quick   # roofline, < 5 min
+    python benchmarks/population.py --model resnet18 --examples 1024 --interleave 4 --single 2 --mkldnn-only
 
 The data is the digits preset's retain set (make_splits(load_source("digits"), preset.forget, seed=0)).
 --model cnn trains the fashion preset's CNN (width 16) with its recipe (10 epochs, lr 2e-3) on that 8x8 data;
@@ -14,7 +16,11 @@ The data is the digits preset's retain set (make_splits(load_source("digits"), p
 --model resnet18 trains a ResNet-18 of --width (stem --stem) with the challenge's recipe (batch 64, Adam lr
 1e-4, cosine) for --epochs (default 1: the per-step cost is what is compared) on the fashion preset's
 4,000 training images at --size px (Fashion-MNIST 28x28, resized), or on digits where it is not installed.
-Timings: torch.set_num_threads(2) (--threads).
+Timings: torch.set_num_threads(2) (--threads). Every JSON line carries the roofline: `gflops` (the stacked path's
+training FLOPs, 6 x the forward's multiply-adds per example as a FLOP counter counts them, per second),
+`matmul_gflops` (a 2048x2048 fp32 matmul in the same process on the same threads) and their ratio,
+`peak_fraction`. --mkldnn-only (with --interleave) also trains each round's chunk with every conv on mkldnn's
+grouped conv, the stacked path before the small-map bmms, and reports the paired ratio.
 """
 from __future__ import annotations
 
@@ -134,7 +140,8 @@ def forward_macs(preset, s) -> int:
     def count(m, inp, out):
         per_out = m.weight[0].numel() if isinstance(m, torch.nn.Conv2d) else m.in_features
         macs[0] += out.numel() * per_out
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in layers]
     with torch.no_grad():
         model.eval()(s.retain.x[:1])
     for h in hooks:

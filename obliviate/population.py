@@ -1,16 +1,16 @@
 """Train a population of models (the oracle retrains: same data, one seed each) K at a time in one process.
 
-`train_population` returns, for every seed s, the state_dict that
-`train_model(build_model(name, in_shape, C, seed=s, **kw), data, recipe, C, seed=s)` gives: the same
-initialisation, the same data order (make_generator(s) + torch.randperm per epoch, cut by `batch_bounds`),
-the same cosine lr per batch, the same Adam and the same class-weighted CE. The K models train as one
-stacked network: every parameter gets a leading model axis, Linear layers run as one bmm, Conv2d layers as
-one grouped conv (groups=K; on maps of <= 4 pixels one bmm, `GroupedConv2d`), and the loss is the sum over models of each model's own weighted-mean CE, so
-each model's gradient is its own. Adam is elementwise (weight decay too), so one Adam over the stacked
-tensors is K Adams. BatchNorm (resnet18): each model's batch sits in its own channels, [B, K*C, H, W], and
-BatchNorm statistics are per channel, so one BatchNorm over K*C channels is K BatchNorms, running
-statistics and eval mode included (`group_model`; in float64 the grouped and one-at-a-time ResNets agree
-exactly, tests/test_population.py).
+`train_population` returns, for every seed s, the state_dict that `train_model(build_model(name, in_shape, C,
+seed=s, **kw), data, recipe, C, seed=s)` gives: the same initialisation, the same data order
+(make_generator(s) + torch.randperm per epoch, cut by `batch_bounds`), the same cosine lr per batch, the same
+Adam and the same class-weighted CE. The K models train as one stacked network: every parameter gets a leading
+model axis, Linear layers run as one bmm, Conv2d layers as one grouped conv (groups=K; on maps of <= 4 pixels
+one bmm, `GroupedConv2d`), and the loss is the sum over models of each model's own weighted-mean CE, so each
+model's gradient is its own. Adam is elementwise (weight decay too), so one Adam over the stacked tensors is K
+Adams. BatchNorm (resnet18): each model's batch sits in its own channels, [B, K*C, H, W], and BatchNorm
+statistics are per channel, so one BatchNorm over K*C channels is K BatchNorms, running statistics and eval
+mode included (`group_model`; in float64 the grouped and one-at-a-time ResNets agree exactly,
+tests/test_population.py).
 
 Paths, measured on 2 CPU cores (benchmarks/README.md, "Population training"): the MLP's forward and backward
 are written by hand (`train_mlp`, 2x faster than autograd over the same bmm's); the CNN and the ResNet run
@@ -327,8 +327,9 @@ def train_grouped(model_name, kw, in_shape, data: TensorSet, recipe: Recipe, num
     the step is laid side by side in channels, [B, K*C, H, W], so every BatchNorm sees its own model's
     batch only. channels_last input: mkldnn's grouped conv and max-pool vectorise over the K*C channels
     (measured, CNN K=8 on 8x8: max-pool 2.2 -> 0.17 ms, second conv fwd+bwd 9.0 -> 5.3 ms; ResNet width 16,
-    28 px, K=8: 55 -> 46-51 ms/model/step; width 8 with the small-map bmms: 1.27x). The weights stay contiguous: channels_last weights made each weight
-    gradient a format copy (38 ms of a 500 ms step) and measured 3-10% slower."""
+    28 px, K=8: 55 -> 46-51 ms/model/step; width 8 with the small-map bmms: 1.27x). The weights stay
+    contiguous: channels_last weights made each weight gradient a format copy (38 ms of a 500 ms step) and
+    measured 3-10% slower."""
     device, K = data.x.device, len(seeds)
     models = [build_model(model_name, in_shape, num_classes, seed=s, **kw) for s in seeds]
     shapes = {n: t.shape for n, t in models[0].state_dict().items()}
