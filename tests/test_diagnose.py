@@ -113,7 +113,7 @@ def test_cli_json_shape_and_table(smoke):
     lo, hi = out["rows"][0]["projected_forgetting_quality_ci"]
     assert 0 <= lo <= out["rows"][0]["projected_forgetting_quality"] <= hi <= 1
     t = cli("diagnose", smoke)
-    assert t.returncode == 0 and "oracle (ceiling)" in t.stdout and "projected to N = 512" in t.stdout
+    assert t.returncode == 0 and "oracle (ceiling)" in t.stdout and "F at 512, projected" in t.stdout
 
 
 def test_run_folder_without_populations_is_refused_in_one_sentence(smoke, tmp_path):

@@ -57,15 +57,15 @@ def diagnose_table(result: dict):
     n, pn = result["n_models"], result["project_n"]
     t = Table(title=f"{result['run']} · N = {n} · projected to N = {pn} ({result['draws']} draws) · "
                     f"challenge regime: spread ratio ~0.9-1.0, location gap <= ~0.5")
-    for c in ("method", "spread ratio", "location gap", "retrained std", "forget acc (retrained)", f"F at N = {n}",
-              f"F at {n}, interval", f"projected F at {pn}", "projected interval"):
-        t.add_column(c, justify="left" if c == "method" else "right", no_wrap=c == "method")
+    for c in ("method", "spread ratio", "location gap", "retrained std", "forget acc / retrained", f"F at {n}",
+              f"F at {pn}, projected (interval)"):
+        t.add_column(c, justify="left" if c == "method" else "right", no_wrap=True)
     label = {"ceiling": " (ceiling)", "floor": " (floor)"}
     for r in result["rows"]:
         rf = r["retrained_forget_acc"]
         t.add_row(r["method"] + label.get(r["role"], ""), f"{r['spread_ratio']:.2f}", f"{r['location_gap']:+.2f}",
-                  f"{r['retrained_std']:.3f}", f"{r['forget_acc']:.3f}" + (f" ({rf:.3f})" if rf is not None else ""),
-                  f"{r['forgetting_quality']:.4f}", _ci(r["forgetting_quality_ci"]),
-                  f"{r['projected_forgetting_quality']:.4f}", _ci(r["projected_forgetting_quality_ci"]),
+                  f"{r['retrained_std']:.3f}", f"{r['forget_acc']:.3f}" + (f" / {rf:.3f}" if rf is not None else ""),
+                  f"{r['forgetting_quality']:.4f}",
+                  f"{r['projected_forgetting_quality']:.4f} ({_ci(r['projected_forgetting_quality_ci'])})",
                   style={"ceiling": "green", "floor": "red"}.get(r["role"]))
     return t
