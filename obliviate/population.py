@@ -24,9 +24,11 @@ ResNet-18 (width 8, 28 px, K = 8, 1 thread; every ratio from paired steps in one
   kernel reads padding (on a 1x1 map only its centre tap sees data), yet mkldnn's grouped backward took
   ~24 ms a conv per step. BatchNorm 7%, ReLU backward 2.4%, copies 4%, Adam 2%.
 * Kept: convs on maps of <= 4 pixels as one bmm against the conv's unrolled kernel (`GroupedConv2d`):
-  measured 1.26-1.29x per step; at <= 16 pixels (layer2 too) 1.21x; as im2col + col2im instead, same
-  speed (1.03x, rounds 0.78-1.23) with a hand-written backward, so the simpler one stayed. The benchmark,
-  before -> after: speedup over one at a time 2.31x -> 3.52x, peak_fraction 0.16 -> 0.26. Now mkldnn's
+  measured 1.26-1.29x per step, 1.48x in a later run; at <= 16 pixels (layer2 too) 0.60x of that; as
+  im2col + col2im instead, same speed (1.03x, rounds 0.78-1.23) with a hand-written backward, so the
+  simpler one stayed; its taps picked by a one-hot matmul rather than indexing: 1.09x. The benchmark
+  (--quick), before -> after: speedup over one at a time 1.4-2.3x -> 2.2-3.5x, peak_fraction 0.15-0.16 ->
+  0.21-0.26 (one-at-a-time timings moved 2.1-3.8 s a model from run to run). Now mkldnn's
   convs of the stem, layer1 and layer2 (7x7 and 4x4 maps, 8-16 channels a group, AVX2 kernels) are ~48%
   of a step, BatchNorm ~10%, copies 6%, the small-map bmms ~12%.
 * Measured and dropped: every conv as a bmm, in a model-major layout [K*C, B, H, W] 0.66x (im2col copies
