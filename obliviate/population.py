@@ -280,7 +280,7 @@ _PER_CHANNEL = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Id
 
 def group_model(template: nn.Module, K: int) -> nn.Module:
     """A copy of `template` in which every layer serves K models side by side, channels [B, K*C, H, W] and
-    features [B, K*D]: Conv2d -> one grouped conv (groups = K * groups), BatchNorm2d -> one BatchNorm over
+    features [B, K*D]: Conv2d -> one grouped conv (`GroupedConv2d`), BatchNorm2d -> one BatchNorm over
     K*C channels (per-channel statistics, momentum and affine: K independent BatchNorms, train and eval),
     Linear -> GroupedLinear. The template's own forward runs unchanged; the weights are set by `load_group`."""
     net = copy.deepcopy(template)
