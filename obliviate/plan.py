@@ -130,8 +130,8 @@ def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
 
 
 def train_chunk(preset: Preset) -> int:
-    """Models per training job: one stacked chunk (population.default_chunk: 8 for the CNN and ResNets up to
-    width 16, 1 where stacking does not pay), capped at MAX_TRAIN_JOB so a killed run loses little."""
+    """Models per training job: one stacked chunk (population.default_chunk: 8 for the CNN and for ResNets up
+    to width 32 with torchvision's stem, 1 where stacking does not pay), capped at MAX_TRAIN_JOB so a killed run loses little."""
     from .population import default_chunk
     return min(default_chunk(preset.model, preset.model_kwargs), MAX_TRAIN_JOB)
 
