@@ -52,7 +52,7 @@ def test_dom_has_every_method_and_no_console_errors(report, tmp_path):
     assert "<table" in dom
     for name in METHODS:
         assert name in dom, name
-    for sec in ("leaderboard", "score-cost", "epsilons", "examples", "accuracy", "glossary"):
+    for sec in ("leaderboard", "score-cost", "epsilons", "examples", "accuracy", "regime", "glossary"):
         assert f'id="{sec}"' in dom
     # The report has no scripts, so the console must stay silent: Chromium logs every console message
     # (any level) as INFO:CONSOLE, and uncaught exceptions as "Uncaught ...".
@@ -73,4 +73,4 @@ def test_every_figure_decodes_in_the_browser(report, tmp_path):
         "};</script></body></html>")
     proc = chromium(tmp_path, "--allow-file-access-from-files", "--virtual-time-budget=10000", "--dump-dom",
                     wrapper.as_uri())
-    assert 'data-images="4/4"' in proc.stdout, proc.stdout[:300]
+    assert 'data-images="5/5"' in proc.stdout, proc.stdout[:300]      # the five figures, regime included
