@@ -16,6 +16,7 @@ retrained reference and `finetune` (the ceiling's and floor's populations are dr
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from obliviate.errors import UserError  # noqa: E402
+from obliviate.store import atomic_write_bytes  # noqa: E402
 
 GRID_DIR = HERE / "regime"
 POPS_DIR = GRID_DIR / "pops"
@@ -155,12 +157,8 @@ def read_table(path: Path | None = None) -> list[dict]:
 
 
 def write_table(rows: list[dict], path: Path | None = None) -> None:
-    """Rewrite atomically (temp file, then rename); a lock on the folder serialises two study processes."""
-    path = path or TABLE
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, path)
+    """Rewrite atomically (obliviate.store.atomic_write_bytes: temp file, then rename)."""
+    atomic_write_bytes(path or TABLE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
 
 
 def table_lock():
@@ -184,10 +182,9 @@ def save_pops(cid: str, n: int, pops: dict) -> Path:
     path = POPS_DIR / f"{cid}-n{n}.npz"
     arrays = {f"{name}_{k}": np.asarray(v) for name, p in pops.items() for k, v in p.items()
               if k in ("conf", "retain_acc", "test_acc", "forget_acc", "seconds")}
-    fd, tmp = tempfile.mkstemp(dir=POPS_DIR, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -275,10 +272,7 @@ def write_doc(rows: list[dict], doc: Path | None = None) -> None:
     text = doc.read_text()
     a, b = "<!-- regime-table:start -->", "<!-- regime-table:end -->"
     i, j = text.index(a) + len(a), text.index(b)
-    fd, tmp = tempfile.mkstemp(dir=doc.parent, prefix=f".{doc.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text[:i] + "\n" + markdown(rows) + "\n" + text[j:])
-    os.replace(tmp, doc)
+    atomic_write_bytes(doc, (text[:i] + "\n" + markdown(rows) + "\n" + text[j:]).encode())
 
 
 def main(argv=None):
