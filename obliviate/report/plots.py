@@ -127,14 +127,20 @@ def score_cost(rows: list, budget) -> Figure:
             ylabel += ", symlog scale"
         ax.scatter([], [], marker="o", color=ROLE_STYLE["method"][0], edgecolor="black", label="method (in budget)")
         ax.scatter([], [], marker="X", color=OVER, edgecolor="black", label="method over budget")
-        ax.set_xlabel("cost = mean unlearning time / mean retraining time (× one retraining)")
-        ax.set_ylabel(ylabel)
-        ax.set_title("Score vs cost (better: up and left)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        if pts:
-            _place_labels(ax, pts, names, colors)
+        _finish_scatter(ax, "cost = mean unlearning time / mean retraining time (× one retraining)", ylabel,
+                        "Score vs cost (better: up and left)", pts, names, colors)
     return fig
+
+
+def _finish_scatter(ax, xlabel: str, ylabel: str, title: str, pts: list, names: list, colors: list) -> None:
+    """Labels, grid, the legend outside on the right, and the points' names placed without overlaps."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if pts:
+        _place_labels(ax, pts, names, colors)
 
 
 def epsilon_histograms(rows: list, eps: dict, n_models: int) -> Figure:
@@ -359,11 +365,8 @@ def regime_plane(rows: list) -> Figure:
         ax.axvline(1, color="#999999", linewidth=0.8, zorder=1)
         ax.set_xlim(0, xmax)
         ax.set_ylim(ylo, yhi)
-        ax.set_xlabel("spread ratio = std(row) / std(retrained) per forget example, median")
-        ax.set_ylabel("location gap = (median row - median retrained)\n/ std(retrained), median")
-        ax.set_title("Where the rows sit against the challenge's regime (1, 0: a perfect unlearner)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        if xy:
-            _place_labels(ax, xy, names, colors)
+        _finish_scatter(ax, "spread ratio = std(row) / std(retrained) per forget example, median",
+                        "location gap = (median row - median retrained)\n/ std(retrained), median",
+                        "Where the rows sit against the challenge's regime (1, 0: a perfect unlearner)", xy, names,
+                        colors)
     return fig
