@@ -353,3 +353,20 @@ def test_max_train_shrinks_val_and_test_in_proportion(digits):
     assert small.key != full.key and small.train_key != full.train_key
     again = make_splits(digits, "groups:2", seed=0, max_train=400)
     assert torch.equal(again.test.x, small.test.x) and torch.equal(again.val.y, small.val.y)
+
+
+def test_train_set_and_original_do_not_depend_on_the_forget_spec(tmp_path):
+    # the original is cached under train_key, which ignores the forget spec: its data (order included) must too;
+    # with retain-then-forget order, a run's original depended on which forget spec had filled the cache first
+    digits = load_source("digits")
+    a, b = make_splits(digits, "groups:3", 0), make_splits(digits, "groups:5@common", 0)
+    assert a.train_key == b.train_key and a.key != b.key
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.train.y, b.train.y)
+    assert torch.equal(a.train.ids, torch.sort(a.train.ids).values)        # the source's row order
+    from obliviate.runner import RunConfig, run
+    cfg = dict(preset="smoke", n_models=2, methods=["finetune"], report=False, quiet=True, confidence=None)
+    run(RunConfig(forget="groups:3", cache=str(tmp_path / "shared"), out=str(tmp_path / "a"), **cfg))
+    cached, _ = run(RunConfig(forget="groups:5", cache=str(tmp_path / "shared"), out=str(tmp_path / "b"), **cfg))
+    fresh, _ = run(RunConfig(forget="groups:5", cache=str(tmp_path / "fresh"), out=str(tmp_path / "c"), **cfg))
+    key = lambda board: [(r["method"], r["forgetting_quality"], r["retain_acc"], r["forget_acc"]) for r in board["rows"]]
+    assert key(cached) == key(fresh)          # the cache's history does not change a result
