@@ -35,8 +35,12 @@ CONFIDENCE = 0.95      # the interval's level, as the leaderboard's (metrics/res
 
 
 def _stds(conf: np.ndarray) -> np.ndarray:
+    """Per-example std over the models (ddof 1); exactly 0 where every model gives the same value (numpy's
+    two-pass std leaves ~1e-16 of rounding there, which would read as a spread)."""
     conf = np.asarray(conf, np.float64)
-    return conf.std(0, ddof=1)
+    s = conf.std(0, ddof=1)
+    s[np.ptp(conf, 0) == 0] = 0.0
+    return s
 
 
 def spread_and_gap(conf_u: np.ndarray, conf_ref: np.ndarray) -> tuple[float, float]:
