@@ -248,15 +248,20 @@ def test_every_submission_style_runs_and_scores(styles):
     assert rows["dataloader"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
     assert rows["subset"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
     assert rows["uses_len"]["retain_acc"] > 0.8
-    # the top team's style: erased (forget accuracy down) and repaired (retain accuracy kept)
-    assert rows["top_team"]["forget_acc"] < rows["noop"]["forget_acc"] and rows["top_team"]["retain_acc"] > 0.9
+    # the top team's style: erased (the forget set's confidence down; its accuracy can come back with the repair,
+    # as it does on smoke's MLP with one original: 0.833 against 0.833) and repaired (retain accuracy kept)
+    out = styles[3]
+    conf = {k: np.load(out / rows[k]["population"])["conf"].mean() for k in ("top_team", "noop")}
+    assert conf["top_team"] < conf["noop"] - 0.1, conf       # measured: 2.29 against 2.53
+    assert rows["top_team"]["forget_acc"] <= rows["noop"]["forget_acc"] and rows["top_team"]["retain_acc"] > 0.9
 
 
 def test_noop_submission_scores_the_original(styles, smoke):
     _, _, rows, out = styles
     pop = np.load(out / "populations" / "noop:unlearning.npz", allow_pickle=False)
     assert np.ptp(pop["conf"], axis=0).max() == 0           # every run is the original, unchanged
-    assert pop["forget_acc"].min() > 0.9                      # the original remembers its forget set
+    retrained = np.load(out / "populations" / "retrained.npz", allow_pickle=False)
+    assert pop["forget_acc"].min() > retrained["forget_acc"].mean()   # the original knows its forget set better
 
 
 # --- the harness: one net, reloaded, mode carried ------------------------------------------------------
