@@ -48,7 +48,9 @@ EXPECT = {
         "smoke_cnn": (0.3, 0.50),     # 0.3573 (forget acc 0.556); 0.5348
     },
     "l1_sparse": {        # fine-tuning on retain: on the CNN forget confidence rises (generalisation)
-        "smoke": (0.002, 0.95),       # 0.7660-0.7737; 0.9634-0.9683
+        "smoke": (None, 0.95),        # 0.7660-0.7737 on the original before the train-order fix (2026-12-03);
+                                      # 0.7680 against its successor's 0.7682: retain-only fine-tuning need not
+                                      # lower forget confidence; 0.9669
         "smoke_cnn": (None, 0.95),    # 0.8136-0.8369; 0.9648-0.9704
     },
     "salun": {
