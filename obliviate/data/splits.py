@@ -42,7 +42,9 @@ class Splits:
         """retain + forget in the source's row order, whatever the forget set: the original model is cached under
         `train_key`, which does not depend on the forget spec, so its data must not either (measured: with
         retain-then-forget order two forget specs trained two different originals under one key, and the cache
-        served whichever was stored first; the regime study's `base` finetune moved 0.1 in spread ratio)."""
+        served whichever was stored first; the regime study's `base` finetune moved 0.1 in spread ratio). Originals
+        cached before this order are not served: their key carries the training code's fingerprint, which covers
+        this module (plan.training_code)."""
         cat = lambda a, b: None if a is None or b is None else torch.cat([a, b])
         r, f = self.retain, self.forget
         t = TensorSet(torch.cat([r.x, f.x]), torch.cat([r.y, f.y]), cat(r.ids, f.ids), cat(r.groups, f.groups))
@@ -244,9 +246,7 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
     scale = () if pixel_scale == 1 else (float(pixel_scale),)   # 1: the keys cached before the option existed
     scale += () if imbalance == 1 else (("imbalance", float(imbalance)),)   # likewise
     key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role) + scale).encode()).hexdigest()[:16]
-    # "source-order": Splits.train is in the source's row order (originals cached before were trained on
-    # retain-then-forget, which depended on the forget spec)
-    train_key = hashlib.sha256(repr((fp, seed, max_train, "source-order") + scale).encode()).hexdigest()[:16]
+    train_key = hashlib.sha256(repr((fp, seed, max_train) + scale).encode()).hexdigest()[:16]
     return Splits(retain=take(train_idx[~in_forget]), forget=take(train_idx[in_forget]), val=take(val_idx),
                   test=take(test_idx), num_classes=raw.num_classes, forget_groups=forget_groups, key=key,
                   train_key=train_key)
