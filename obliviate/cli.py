@@ -107,6 +107,10 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
         pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale",
                                                     help="inputs times this for every model (default: the "
                                                          "preset's; 255: the challenge's 0-255 magnitude)"),
+        bounds: bool = typer.Option(True, "--bounds/--no-bounds",
+                                    help="train the ceiling (oracle) and floor (original) populations; "
+                                         "--no-bounds saves 2N of the 3N trainings when only the methods' F and "
+                                         "order are needed (`obliviate diagnose` still projects the ceiling)"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Run the benchmark: original, oracle population, each method's population, leaderboard."""
     from .runner import RunConfig, run as run_protocol
@@ -114,7 +118,7 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
                     out=str(out) if out else None, cache=str(cache) if cache else None,
                     data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor, workers=workers,
                     address=address, budget=budget, report=report, hp_preset=hp_preset, pixel_scale=pixel_scale,
-                    confidence=confidence)
+                    confidence=confidence, bounds=bounds)
     board, out_dir = run_protocol(cfg, progress=None if quiet else RichProgress())
     if not quiet:
         console.print(leaderboard_table(board))
