@@ -40,6 +40,28 @@ def test_oracle_is_a_second_retrained_population(diag):
     assert diag["rows"][0]["retrained_std"] > 0 and 0 <= o["retrained_forget_acc"] <= 1
 
 
+def test_projected_ceiling_is_the_oracles_without_an_oracle_row(smoke, tmp_path):
+    # `run --no-bounds` writes no oracle population; the reference projected against itself stands in for it
+    full = diagnose_run(smoke, project_n=64, draws=30)
+    oracle = next(r for r in full["rows"] if r["role"] == "ceiling")
+    lo, hi = full["projected_ceiling_ci"]
+    olo, ohi = oracle["projected_forgetting_quality_ci"]
+    assert lo <= full["projected_ceiling"] <= hi and max(lo, olo) <= min(hi, ohi), (full["projected_ceiling"], oracle)
+    finetune = next(r for r in full["rows"] if r["method"] == "finetune")
+    assert full["projected_ceiling"] > 3 * finetune["projected_forgetting_quality"]
+    # the same run without bounds reads its reference and finetune chunks from the cache: it trains nothing new
+    cache = smoke.parent / "cache"
+    before = sorted((cache / "chunks").iterdir())
+    board, d = run(RunConfig(preset="smoke", n_models=N, cache=str(cache), out=str(tmp_path / "nb"), quiet=True,
+                             bounds=False))
+    assert [r["method"] for r in board["rows"]] == ["finetune"] and (d / "report.html").is_file()
+    assert sorted(p.name for p in (d / "populations").iterdir()) == ["finetune.npz", "retrained.npz"]
+    assert sorted((cache / "chunks").iterdir()) == before
+    part = diagnose_run(d, project_n=64, draws=30)
+    assert [r["method"] for r in part["rows"]] == ["finetune"]
+    assert part["projected_ceiling"] == full["projected_ceiling"]
+
+
 def test_projection_at_the_runs_own_n_covers_its_f(diag):
     for r in diag["rows"]:
         lo, hi = r["projected_forgetting_quality_ci"]
