@@ -1,0 +1,156 @@
+"""The regime study's held-out test (issue 17; docs/regime.md, "The held-out test"): the eight winners and
+`finetune` on the `challenge` preset, read as declared before its first row.
+
+    bash benchmarks/heldout/run.sh 32                                  # the run (resumable; frozen commit)
+    python benchmarks/heldout.py benchmarks/heldout/runs/challenge-winners-n32 --write-doc
+
+Per run: every row's score, F and intervals, cost in budgets, P(> finetune); the winners above `finetune`
+(within the budget and P >= 0.975); Spearman's rho against the challenge's order with its interval
+(benchmarks/calibrate.py, the calibration study's own function); every row's spread ratio, location gap and
+projected F at N = 512 (`obliviate diagnose`) and the projected ceiling; the declared verdict. One JSON line
+per N in benchmarks/heldout.jsonl (a rerun replaces its N's line) and the table into docs/regime.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from calibrate import BUDGET, method_names, spearman_interval, spearman_vs_challenge  # noqa: E402
+from obliviate.errors import UserError  # noqa: E402
+from obliviate.report.diagnose import diagnose_run  # noqa: E402
+from obliviate.report.run import load_run  # noqa: E402
+from obliviate.store import atomic_write_bytes  # noqa: E402
+
+TABLE = HERE / "heldout.jsonl"
+DOC = HERE.parent / "docs" / "regime.md"
+START, END = "<!-- heldout-table:start -->", "<!-- heldout-table:end -->"
+CLEARLY = 0.975          # P(> finetune) over the paired half-sample draws: the README boards' bold (declared)
+VERDICT_N = 128          # the verdict is read at N >= 128 only; smaller runs are previews (declared)
+REPRODUCES, PARTLY = 6, 4  # winners clearly above finetune (of 8), with rho's interval above 0 (declared)
+
+
+def verdict(n_clearly: int, rho_ci) -> str:
+    """The declared rule: reproduces (>= 6 of 8 and rho's interval above 0), partly (>= 4, or rho's interval
+    above 0), does not."""
+    rho_above = bool(rho_ci) and rho_ci[0] > 0
+    if n_clearly >= REPRODUCES and rho_above:
+        return "reproduces"
+    return "partly" if n_clearly >= PARTLY or rho_above else "does not"
+
+
+def heldout_row(run_dir: Path, project_n: int = 512) -> dict:
+    run = load_run(run_dir)
+    board, names = run.board, method_names()
+    by = {r["method"]: r for r in board["rows"]}
+    missing = [m for _, m in names if m not in by]
+    if missing:
+        raise UserError(f"{run_dir} has no row for {', '.join(missing)}: the held-out test needs the eight winners "
+                        f"and finetune (--method winners).")
+    nine = {team: by[m] for team, m in names}
+    ft = nine["finetune"]
+    winners = [t for t, _ in names if t != "finetune"]
+    within = [t for t in winners if not nine[t]["over_budget"]]
+    above = [t for t in within if nine[t]["score"] > ft["score"]]
+    clearly = [t for t in within if (nine[t].get("p_beats_baseline") or 0) >= CLEARLY]
+    arrays = {"retrained": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
+    hats = {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names}
+    rho_ci = spearman_interval(arrays, names, hats, board.get("seed", 0))
+    diag = diagnose_run(run_dir, project_n=project_n)
+    dby = {r["method"]: r for r in diag["rows"]}
+    keep = ("forgetting_quality", "forgetting_quality_ci", "score", "score_ci", "retain_acc", "test_acc",
+            "forget_acc", "cost", "over_budget", "p_beats_baseline", "rank", "rank_ci")
+    rows = {}
+    for team, m in names:
+        d = dby[m]
+        rows[team] = {**{k: nine[team].get(k) for k in keep}, "budgets": nine[team]["cost"] / BUDGET,
+                      "spread_ratio": d["spread_ratio"], "location_gap": d["location_gap"],
+                      "projected_forgetting_quality": d["projected_forgetting_quality"],
+                      "projected_forgetting_quality_ci": d["projected_forgetting_quality_ci"]}
+    n = board["n_models"]
+    return {"n_models": n, "run": run.path.name, "preset": board["preset"], "preset_record": board["preset_record"],
+            "rows": rows, "within_budget": within, "above_finetune": above, "clearly_above_finetune": clearly,
+            "spearman": spearman_vs_challenge({t: r["score"] for t, r in nine.items()}),
+            "spearman_ci": rho_ci[0] if rho_ci else None, "p_spearman_positive": rho_ci[1] if rho_ci else None,
+            "projected_ceiling": diag["projected_ceiling"], "projected_ceiling_ci": diag["projected_ceiling_ci"],
+            "project_n": project_n, "retrained_std": dby["finetune"]["retrained_std"],
+            "verdict": verdict(len(clearly), rho_ci[0] if rho_ci else None) if n >= VERDICT_N else "preview",
+            "retrain_seconds": board["retrain_seconds"], "wall_seconds": board["wall_seconds"],
+            "workers": board.get("workers"), "versions": board.get("versions"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def read_table(path: Path | None = None) -> list[dict]:
+    path = path or TABLE
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+def put_row(row: dict, path: Path | None = None) -> list[dict]:
+    """Replace the line of the row's N (a rerun of the same N), keep the others; rewritten atomically."""
+    rows = [r for r in read_table(path) if r["n_models"] != row["n_models"]] + [row]
+    rows.sort(key=lambda r: r["n_models"])
+    atomic_write_bytes(path or TABLE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+    return rows
+
+
+def _ci(x, fmt=".4f") -> str:
+    return f" ({x[0]:{fmt}}–{x[1]:{fmt}})" if x else ""
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        rho = "n/a" if r["spearman"] is None else f"{r['spearman']:+.2f}{_ci(r['spearman_ci'], '+.2f')}"
+        lines += [f"**N = {r['n_models']}** ({r['verdict']}; run `{r['run']}`): winners within the budget and above "
+                  f"`finetune` with P >= {CLEARLY}: **{len(r['clearly_above_finetune'])} of 8** "
+                  f"({', '.join(r['clearly_above_finetune']) or 'none'}); above it at all: "
+                  f"{len(r['above_finetune'])}; Spearman's rho against the challenge's order **{rho}**; projected "
+                  f"ceiling at {r['project_n']}: {r['projected_ceiling']:.3f}{_ci(r['projected_ceiling_ci'], '.3f')}.",
+                  "", f"| row (challenge place) | score (95%) | F | retain / test / forget acc | cost (budgets) | "
+                      f"P(> finetune) | spread ratio | location gap | projected F at {r['project_n']} (95%) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        order = sorted(r["rows"].items(), key=lambda kv: -kv[1]["score"])
+        places = {t: i + 1 for i, (t, _) in enumerate(method_names()) if t != "finetune"}
+        for team, x in order:
+            name = f"{team} (#{places[team]})" if team in places else f"{team} (official baseline)"
+            p = x.get("p_beats_baseline")
+            lines.append(
+                f"| {name} | {x['score']:.4f}{_ci(x.get('score_ci'))} | {x['forgetting_quality']:.4f} | "
+                f"{x['retain_acc']:.3f} / {x['test_acc']:.3f} / {x['forget_acc']:.3f} | {x['budgets']:.2f}"
+                f"{' over' if x['over_budget'] else ''} | {'' if p is None else f'{p:.2f}'} | "
+                f"{x['spread_ratio']:.2f} | {x['location_gap']:+.2f} | "
+                f"{x['projected_forgetting_quality']:.4f}{_ci(x['projected_forgetting_quality_ci'])} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() or "(not run yet)"
+
+
+def write_doc(rows: list[dict], doc: Path | None = None) -> None:
+    doc = doc or DOC
+    text = doc.read_text()
+    i, j = text.index(START) + len(START), text.index(END)
+    atomic_write_bytes(doc, (text[:i] + "\n" + markdown(rows) + "\n" + text[j:]).encode())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", nargs="?", type=Path, help="a finished `obliviate run --method winners` folder")
+    ap.add_argument("--project-n", type=int, default=512)
+    ap.add_argument("--write-doc", action="store_true", help="write the table into docs/regime.md")
+    a = ap.parse_args(argv)
+    try:
+        rows = put_row(heldout_row(a.run_dir, a.project_n)) if a.run_dir else read_table()
+    except UserError as e:
+        sys.exit(f"heldout: {e}")
+    print(markdown(rows))
+    if a.write_doc:
+        write_doc(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""benchmarks/heldout.py: the held-out test read as declared (docs/regime.md): nine rows with their projections,
+winners above finetune, rho with its interval, the verdict rule, one table line per N, the doc's table."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import heldout  # noqa: E402
+from obliviate.errors import UserError  # noqa: E402
+from obliviate.runner import RunConfig, run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def winners_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("heldout")
+    _, out = run(RunConfig(preset="smoke", methods=["winners"], n_models=6, cache=str(d / "cache"),
+                           out=str(d / "run"), quiet=True, report=False, bounds=False, workers=1))
+    return out
+
+
+def test_row_from_a_no_bounds_winners_run(winners_run, tmp_path):
+    row = heldout.heldout_row(winners_run, project_n=64)
+    assert set(row["rows"]) == {t for t, _ in heldout.method_names()} and row["verdict"] == "preview"
+    ft = row["rows"]["finetune"]
+    for team in row["clearly_above_finetune"]:            # within the budget, P >= 0.975, so above it
+        x = row["rows"][team]
+        assert not x["over_budget"] and x["p_beats_baseline"] >= 0.975 and x["score"] > ft["score"]
+    assert set(row["clearly_above_finetune"]) <= set(row["above_finetune"]) <= set(row["within_budget"])
+    if row["spearman"] is not None and row["spearman_ci"]:
+        assert -1 <= row["spearman_ci"][0] <= row["spearman_ci"][1] <= 1
+    for x in row["rows"].values():
+        lo, hi = x["projected_forgetting_quality_ci"]
+        assert 0 <= lo <= x["projected_forgetting_quality"] <= hi <= 1 and x["spread_ratio"] >= 0
+    assert row["projected_ceiling"] > ft["projected_forgetting_quality"]
+    # one line per N: a rerun of the same N replaces its line; the doc's table sits between its markers
+    table = tmp_path / "heldout.jsonl"
+    heldout.put_row(row, table)
+    heldout.put_row(dict(row, verdict="again"), table)
+    assert [r["verdict"] for r in heldout.read_table(table)] == ["again"]
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{heldout.START}\nold\n{heldout.END}\nafter\n")
+    heldout.write_doc(heldout.read_table(table), doc)
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "finetune (official baseline)" in text and "fanchuan (#1)" in text
+
+
+def test_a_run_without_the_nine_rows_is_refused(winners_run, tmp_path):
+    import shutil
+    d = tmp_path / "cut"
+    shutil.copytree(winners_run, d)
+    board = json.loads((d / "leaderboard.json").read_text())
+    board["rows"] = [r for r in board["rows"] if r["method"] != "kookmin"]
+    (d / "leaderboard.json").write_text(json.dumps(board))
+    with pytest.raises(UserError, match="no row for kookmin"):
+        heldout.heldout_row(d)
+
+
+@pytest.mark.parametrize("n, rho_ci, expected", [(6, (0.1, 0.9), "reproduces"), (8, (-0.2, 0.8), "partly"),
+                                                 (5, (0.05, 0.7), "partly"), (4, None, "partly"),
+                                                 (3, (-0.5, 0.5), "does not"), (8, None, "partly"),
+                                                 (0, (0.0, 0.4), "does not")])
+def test_verdict_rule_as_declared(n, rho_ci, expected):
+    assert heldout.verdict(n, rho_ci) == expected
