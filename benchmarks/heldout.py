@@ -13,7 +13,6 @@ per N in benchmarks/heldout.jsonl (a rerun replaces its N's line) and the table 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import regime  # noqa: E402
 from calibrate import BUDGET, method_names, spearman_interval, spearman_vs_challenge  # noqa: E402
 from obliviate.errors import UserError  # noqa: E402
 from obliviate.report.diagnose import diagnose_run  # noqa: E402
@@ -61,7 +61,7 @@ def heldout_row(run_dir: Path, project_n: int = 512) -> dict:
     clearly = [t for t in within if (nine[t].get("p_beats_baseline") or 0) >= CLEARLY]
     arrays = {"retrained": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
     hats = {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names}
-    rho_ci = spearman_interval(arrays, names, hats, board.get("seed", 0))
+    rho_ci, p_rho = spearman_interval(arrays, names, hats, board.get("seed", 0)) or (None, None)
     diag = diagnose_run(run_dir, project_n=project_n)
     dby = {r["method"]: r for r in diag["rows"]}
     keep = ("forgetting_quality", "forgetting_quality_ci", "score", "score_ci", "retain_acc", "test_acc",
@@ -77,25 +77,24 @@ def heldout_row(run_dir: Path, project_n: int = 512) -> dict:
     return {"n_models": n, "run": run.path.name, "preset": board["preset"], "preset_record": board["preset_record"],
             "rows": rows, "within_budget": within, "above_finetune": above, "clearly_above_finetune": clearly,
             "spearman": spearman_vs_challenge({t: r["score"] for t, r in nine.items()}),
-            "spearman_ci": rho_ci[0] if rho_ci else None, "p_spearman_positive": rho_ci[1] if rho_ci else None,
+            "spearman_ci": rho_ci, "p_spearman_positive": p_rho,
             "projected_ceiling": diag["projected_ceiling"], "projected_ceiling_ci": diag["projected_ceiling_ci"],
             "project_n": project_n, "retrained_std": dby["finetune"]["retrained_std"],
-            "verdict": verdict(len(clearly), rho_ci[0] if rho_ci else None) if n >= VERDICT_N else "preview",
+            "verdict": verdict(len(clearly), rho_ci) if n >= VERDICT_N else "preview",
             "retrain_seconds": board["retrain_seconds"], "wall_seconds": board["wall_seconds"],
             "workers": board.get("workers"), "versions": board.get("versions"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def read_table(path: Path | None = None) -> list[dict]:
-    path = path or TABLE
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    return regime.read_table(path or TABLE)
 
 
 def put_row(row: dict, path: Path | None = None) -> list[dict]:
     """Replace the line of the row's N (a rerun of the same N), keep the others; rewritten atomically."""
-    rows = [r for r in read_table(path) if r["n_models"] != row["n_models"]] + [row]
-    rows.sort(key=lambda r: r["n_models"])
-    atomic_write_bytes(path or TABLE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+    rows = sorted([r for r in read_table(path) if r["n_models"] != row["n_models"]] + [row],
+                  key=lambda r: r["n_models"])
+    regime.write_table(rows, path or TABLE)
     return rows
 
 
@@ -104,6 +103,7 @@ def _ci(x, fmt=".4f") -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    places = {t: i + 1 for i, (t, _) in enumerate(method_names()) if t != "finetune"}
     lines = []
     for r in rows:
         rho = "n/a" if r["spearman"] is None else f"{r['spearman']:+.2f}{_ci(r['spearman_ci'], '+.2f')}"
@@ -115,9 +115,7 @@ def markdown(rows: list[dict]) -> str:
                   "", f"| row (challenge place) | score (95%) | F | retain / test / forget acc | cost (budgets) | "
                       f"P(> finetune) | spread ratio | location gap | projected F at {r['project_n']} (95%) |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        order = sorted(r["rows"].items(), key=lambda kv: -kv[1]["score"])
-        places = {t: i + 1 for i, (t, _) in enumerate(method_names()) if t != "finetune"}
-        for team, x in order:
+        for team, x in sorted(r["rows"].items(), key=lambda kv: -kv[1]["score"]):
             name = f"{team} (#{places[team]})" if team in places else f"{team} (official baseline)"
             p = x.get("p_beats_baseline")
             lines.append(
