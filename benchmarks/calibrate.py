@@ -315,18 +315,9 @@ START, END = "<!-- calibration-table:start -->", "<!-- calibration-table:end -->
 
 
 def write_doc(table: list[dict], doc: Path = DOC) -> None:
-    text = doc.read_text()
-    block = (f"{START}\n{markdown(table)}\n\nScores per winner, in the challenge's order (cost in budgets of 0.2 "
-             f"retrainings; ! = over budget):\n\n{winners_markdown(table)}\n{END}")
-    if START in text:
-        pre, rest = text.split(START, 1)
-        text = pre + block + rest.split(END, 1)[1]
-    else:
-        text = text.replace("## Measured table\n", f"## Measured table\n\n{block}\n", 1)
-    fd, tmp = tempfile.mkstemp(dir=doc.parent, prefix=f".{doc.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, doc)
+    from regime import write_block               # benchmarks/: the one writer of the docs' marked tables
+    write_block(doc, START, END, f"{markdown(table)}\n\nScores per winner, in the challenge's order (cost in budgets "
+                                 f"of 0.2 retrainings; ! = over budget):\n\n{winners_markdown(table)}")
 
 
 def main(argv=None):

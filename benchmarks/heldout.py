@@ -26,7 +26,6 @@ from calibrate import BUDGET, method_names, spearman_interval, spearman_vs_chall
 from obliviate.errors import UserError  # noqa: E402
 from obliviate.report.diagnose import diagnose_run  # noqa: E402
 from obliviate.report.run import load_run  # noqa: E402
-from obliviate.store import atomic_write_bytes  # noqa: E402
 
 TABLE = HERE / "heldout.jsonl"
 DOC = HERE.parent / "docs" / "regime.md"
@@ -129,10 +128,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_doc(rows: list[dict], doc: Path | None = None) -> None:
-    doc = doc or DOC
-    text = doc.read_text()
-    i, j = text.index(START) + len(START), text.index(END)
-    atomic_write_bytes(doc, (text[:i] + "\n" + markdown(rows) + "\n" + text[j:]).encode())
+    regime.write_block(doc or DOC, START, END, markdown(rows))
 
 
 def main(argv=None):

@@ -267,12 +267,19 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(rows: list[dict], doc: Path | None = None) -> None:
-    doc = doc or DOC
+def write_block(doc: Path, start: str, end: str, body: str) -> None:
+    """Replace what lies between the markers start and end in doc with body, atomically (the benchmarks' tables
+    in docs/: calibrate.py, regime.py, heldout.py)."""
     text = doc.read_text()
-    a, b = "<!-- regime-table:start -->", "<!-- regime-table:end -->"
-    i, j = text.index(a) + len(a), text.index(b)
-    atomic_write_bytes(doc, (text[:i] + "\n" + markdown(rows) + "\n" + text[j:]).encode())
+    if start not in text or end not in text:
+        raise UserError(f"{doc} has no {start} ... {end} block to write the table into: put the two markers where "
+                        f"the table belongs.")
+    i, j = text.index(start) + len(start), text.index(end)
+    atomic_write_bytes(doc, (text[:i] + "\n" + body + "\n" + text[j:]).encode())
+
+
+def write_doc(rows: list[dict], doc: Path | None = None) -> None:
+    write_block(doc or DOC, "<!-- regime-table:start -->", "<!-- regime-table:end -->", markdown(rows))
 
 
 def main(argv=None):

@@ -236,11 +236,13 @@ def nstudy(run_dir: Path, confidence: float = typer.Option(0.95, help="interval 
 @app.command()
 def diagnose(run_dir: Path, project_n: int = typer.Option(512, "--project-n", help="project F to this many models "
                                                                                    "per population (challenge: 512)"),
+             draws: int = typer.Option(50, "--draws", help="projection draws per row (interval: their percentiles and "
+                                                            "a jackknife over the run's models, docs/projection.md)"),
              as_json: bool = typer.Option(False, "--json", help='print {"rows": [...]} as JSON')):
     """Where each row sits against the challenge's regime (spread ratio, location gap, retrained std, forget
     accuracy) and the F it would score at --project-n models, from RUN_DIR's populations (docs/projection.md)."""
     from .report.diagnose import diagnose_run, diagnose_table
-    result = diagnose_run(run_dir, project_n=project_n)
+    result = diagnose_run(run_dir, project_n=project_n, draws=draws)
     if as_json:
         import json
         print(json.dumps(result, indent=1))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import digamma, polygamma
+from scipy.stats import norm
 
 from .challenge import example_epsilons, points
 
@@ -152,19 +153,67 @@ def draw_populations(model: dict, n: int, draws: int, rng: np.random.Generator) 
     return u.reshape(n, draws * e), r.reshape(n, draws * e)
 
 
-def project_forgetting_quality(conf_u, conf_ref, n: int = PROJECT_N, draws: int = DRAWS, seed: int = 0,
-                               confidence: float = CONFIDENCE, shrink: bool = True) -> tuple[float, tuple[float, float]]:
-    """F that the row would score with n models per population: (median over draws, (lo, hi) percentiles at
-    `confidence`). Each draw takes every example's gap and log spread ratio from its empirical-Bayes posterior
-    (`fit`), draws n row and n retrained models from the normal model, and scores them with the official metric
-    (points with M = ceil(ln(n - 1))). The interval is predictive: where a measured board at n models should
-    fall, given the run's models (posterior uncertainty of the differences + the draw of n models)."""
-    if n < 2:
-        raise ValueError(f"n must be at least 2 models (got {n}).")
+GROUPS = 8             # delete-a-group jackknife over each population's models: 2 x 8 refits (docs/projection.md)
+GROUP_DRAWS = 10       # draws per jackknife refit, on the point's seed (common random numbers cancel the draw noise)
+LOG_FLOOR = 1e-6       # F below this (a row without spread scores 0) has no log: its interval is the draws' alone
+
+
+def _draw_f(conf_u, conf_ref, n: int, draws: int, seed, shrink: bool) -> np.ndarray:
+    """[draws] F at n models, each from a fresh posterior draw of every example's (gap, log ratio) and fresh models."""
     model = fit(conf_u, conf_ref, shrink=shrink)
     u, r = draw_populations(model, n, draws, np.random.default_rng(seed))
-    e = len(model["m_r"])
-    f = points(example_epsilons(u, r), n).reshape(draws, e).mean(1)
+    return points(example_epsilons(u, r), n).reshape(draws, len(model["m_r"])).mean(1)
+
+
+def fit_se(conf_u, conf_ref, n: int = PROJECT_N, seed: int = 0, shrink: bool = True, groups: int = GROUPS,
+           draws: int = GROUP_DRAWS) -> float:
+    """Standard error of log(projected F) over which models the run happened to train: a delete-a-group jackknife
+    (Efron & Stein; Shao & Wu 1989), each population's models cut into `groups` groups, one left out per refit, the
+    two populations' variances added ((g - 1) / g x sum of squared deviations, each). When conf_u is conf_ref (the
+    ceiling: the reference against itself) the same models leave both. Why: the posterior draws carry each
+    example's own noise, which averages out over ~100 examples, but not the noise every example shares through
+    the same N models (F from four disjoint 8-model slices of one run: 0.019 to 0.098, draw intervals apart)."""
+    u, r = np.asarray(conf_u, np.float64), np.asarray(conf_ref, np.float64)
+    same = conf_u is conf_ref
+
+    def log_f(uu, rr):
+        return np.log(max(float(np.median(_draw_f(uu, rr, n, draws, seed, shrink))), LOG_FLOOR))
+
+    var = 0.0
+    for which in ((0,) if same else (0, 1)):
+        m = len(u) if which == 0 else len(r)
+        g = min(groups, m)
+        if m - m // g < 2:                                   # leaving a group out must leave a spread to fit
+            return float("nan")
+        vals = []
+        for drop in np.array_split(np.arange(m), g):
+            keep = np.setdiff1d(np.arange(m), drop)
+            vals.append(log_f(u[keep], u[keep]) if same else log_f(u[keep], r) if which == 0 else log_f(u, r[keep]))
+        vals = np.asarray(vals)
+        var += (g - 1) / g * float(((vals - vals.mean()) ** 2).sum())
+    return float(np.sqrt(var))
+
+
+def project_forgetting_quality(conf_u, conf_ref, n: int = PROJECT_N, draws: int = DRAWS, seed: int = 0,
+                               confidence: float = CONFIDENCE, shrink: bool = True,
+                               fit_uncertainty: bool = True) -> tuple[float, tuple[float, float]]:
+    """F that the row would score with n models per population: (median over draws, (lo, hi) at `confidence`).
+    Each draw takes every example's gap and log spread ratio from its empirical-Bayes posterior (`fit`), draws n
+    row and n retrained models from the normal model, and scores them with the official metric (points with
+    M = ceil(ln(n - 1))). The interval is predictive: where a measured board at n models should fall, given the
+    run's models. It adds, on the log scale, the draws' percentile half-widths and the fit's own uncertainty
+    (`fit_se`, z x se; with fit_uncertainty=False the draws' percentiles alone, as before 2026-12-03)."""
+    if n < 2:
+        raise ValueError(f"n must be at least 2 models (got {n}).")
+    f = _draw_f(conf_u, conf_ref, n, draws, seed, shrink)
     a = (1 - confidence) / 2
-    lo, hi = np.quantile(f, [a, 1 - a])
-    return float(np.median(f)), (float(lo), float(hi))
+    point, (lo, hi) = float(np.median(f)), np.quantile(f, [a, 1 - a])
+    if not fit_uncertainty or point < LOG_FLOOR:
+        return point, (float(lo), float(hi))
+    se = fit_se(conf_u, conf_ref, n, seed, shrink, draws=min(GROUP_DRAWS, draws))   # a cheap call stays cheap
+    if not np.isfinite(se):
+        return point, (float(lo), float(hi))
+    z = float(norm.ppf(1 - a))
+    down = np.hypot(np.log(point / max(lo, LOG_FLOOR)), z * se)
+    up = np.hypot(np.log(max(hi, LOG_FLOOR) / point), z * se)
+    return point, (float(point * np.exp(-down)), float(point * np.exp(up)))

@@ -24,6 +24,9 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
     run folder lacks its populations (the diagnostics need every model's confidences, not only the scores)."""
     if project_n < 2:
         raise UserError(f"--project-n must be at least 2 models (got {project_n}); the challenge used 512.")
+    if draws < 2:
+        raise UserError(f"--draws must be at least 2 (got {draws}): the interval is read from their spread; "
+                        f"{DRAWS} is the default.")
     run = load_run(run_dir)
     if not (run.path / "populations" / "retrained.npz").is_file():
         raise UserError(f"{run.path} has no populations/retrained.npz, so there are no per-model confidences to "
