@@ -316,8 +316,9 @@ START, END = "<!-- calibration-table:start -->", "<!-- calibration-table:end -->
 
 def write_doc(table: list[dict], doc: Path = DOC) -> None:
     from regime import write_block               # benchmarks/: the one writer of the docs' marked tables
-    write_block(doc, START, END, f"{markdown(table)}\n\nScores per winner, in the challenge's order (cost in budgets "
-                                 f"of 0.2 retrainings; ! = over budget):\n\n{winners_markdown(table)}")
+    body = (f"{markdown(table)}\n\nScores per winner, in the challenge's order (cost in budgets of 0.2 retrainings; "
+            f"! = over budget):\n\n{winners_markdown(table)}")
+    write_block(doc, START, END, body, after="## Measured table")
 
 
 def main(argv=None):

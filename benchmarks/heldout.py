@@ -61,7 +61,7 @@ def heldout_row(run_dir: Path, project_n: int = 512) -> dict:
     arrays = {"retrained": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
     hats = {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names}
     rho_ci, p_rho = spearman_interval(arrays, names, hats, board.get("seed", 0)) or (None, None)
-    diag = diagnose_run(run_dir, project_n=project_n)
+    diag = diagnose_run(run, project_n=project_n)
     dby = {r["method"]: r for r in diag["rows"]}
     keep = ("forgetting_quality", "forgetting_quality_ci", "score", "score_ci", "retain_acc", "test_acc",
             "forget_acc", "cost", "over_budget", "p_beats_baseline", "rank", "rank_ci")

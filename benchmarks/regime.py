@@ -267,15 +267,20 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_block(doc: Path, start: str, end: str, body: str) -> None:
+def write_block(doc: Path, start: str, end: str, body: str, after: str | None = None) -> None:
     """Replace what lies between the markers start and end in doc with body, atomically (the benchmarks' tables
-    in docs/: calibrate.py, regime.py, heldout.py)."""
+    in docs/: calibrate.py, regime.py, heldout.py); a doc without the markers gets the block, markers included,
+    right after the line `after` (a heading) when it has one."""
     text = doc.read_text()
-    if start not in text or end not in text:
+    if start in text and end in text:
+        i, j = text.index(start) + len(start), text.index(end)
+        text = text[:i] + "\n" + body + "\n" + text[j:]
+    elif after and after + "\n" in text:
+        text = text.replace(after + "\n", f"{after}\n\n{start}\n{body}\n{end}\n", 1)
+    else:
         raise UserError(f"{doc} has no {start} ... {end} block to write the table into: put the two markers where "
                         f"the table belongs.")
-    i, j = text.index(start) + len(start), text.index(end)
-    atomic_write_bytes(doc, (text[:i] + "\n" + body + "\n" + text[j:]).encode())
+    atomic_write_bytes(doc, text.encode())
 
 
 def write_doc(rows: list[dict], doc: Path | None = None) -> None:
