@@ -21,6 +21,11 @@ and every draw takes each example's theta_j from its posterior. Shrinkage remove
 of one population look different; a nonparametric G (not one normal) keeps a row whose examples are partly
 forgotten and partly not from being pulled to their middle; drawing from the posterior (not plugging in its mean)
 keeps the spread of the true differences across examples and carries their uncertainty into the interval.
+
+The interval adds the fit's own uncertainty (`fit_se`: a delete-a-group jackknife over the run's models), which
+the per-example posteriors miss because every example is scored by the same N models: measured on synthetic
+populations built like a real run's, 184 of 192 fresh 512-model boards covered (nominal 95%) against 101 by the
+draws alone (benchmarks/projection.py coverage; docs/projection.md).
 """
 from __future__ import annotations
 
