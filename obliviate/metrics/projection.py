@@ -221,4 +221,4 @@ def project_forgetting_quality(conf_u, conf_ref, n: int = PROJECT_N, draws: int 
     z = float(norm.ppf(1 - a))
     down = np.hypot(np.log(point / max(lo, LOG_FLOOR)), z * se)
     up = np.hypot(np.log(max(hi, LOG_FLOOR) / point), z * se)
-    return point, (float(point * np.exp(-down)), float(point * np.exp(up)))
+    return point, (float(point * np.exp(-down)), float(min(1.0, point * np.exp(up))))   # F <= 1 (points <= 1)
