@@ -54,3 +54,17 @@ def test_verdict_distance_and_gate():
                                                       / 2 / 3600)
     half = regime.verdict(dict(row, projected_forgetting_quality=0.029, original_train_acc=0.9))
     assert half["distance"] == pytest.approx(np.log(2)) and not half["fit_gate"]
+
+
+def test_write_block_replaces_between_markers_inserts_after_a_heading_or_refuses(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# T\n\n<!-- a -->\nold table\n<!-- b -->\n\ntail\n")
+    regime.write_block(doc, "<!-- a -->", "<!-- b -->", "new table")
+    assert doc.read_text() == "# T\n\n<!-- a -->\nnew table\n<!-- b -->\n\ntail\n"
+    doc.write_text("# T\n## Measured table\nrest\n")
+    regime.write_block(doc, "<!-- a -->", "<!-- b -->", "t", after="## Measured table")
+    assert doc.read_text() == "# T\n## Measured table\n\n<!-- a -->\nt\n<!-- b -->\nrest\n"
+    doc.write_text("no markers\n")
+    with pytest.raises(regime.UserError, match="put the two markers where the table belongs"):
+        regime.write_block(doc, "<!-- a -->", "<!-- b -->", "t")
+    assert doc.read_text() == "no markers\n" and [p.name for p in tmp_path.iterdir()] == ["doc.md"]
