@@ -174,12 +174,12 @@ def fit_se(conf_u, conf_ref, n: int = PROJECT_N, seed: int = 0, shrink: bool = T
            draws: int = GROUP_DRAWS) -> float:
     """Standard error of log(projected F) over which models the run happened to train: a delete-a-group jackknife
     (Efron & Stein; Shao & Wu 1989), each population's models cut into `groups` groups, one left out per refit, the
-    two populations' variances added ((g - 1) / g x sum of squared deviations, each). When conf_u is conf_ref (the
-    ceiling: the reference against itself) the same models leave both. Why: the posterior draws carry each
+    two populations' variances added ((g - 1) / g x sum of squared deviations, each). When the two are one population
+    (the ceiling: the reference against itself) the same models leave both. Why: the posterior draws carry each
     example's own noise, which averages out over ~100 examples, but not the noise every example shares through
     the same N models (F from four disjoint 8-model slices of one run: 0.019 to 0.098, draw intervals apart)."""
     u, r = np.asarray(conf_u, np.float64), np.asarray(conf_ref, np.float64)
-    same = conf_u is conf_ref
+    same = conf_u is conf_ref or (u.shape == r.shape and np.array_equal(u, r))    # the reference against itself
 
     def log_f(uu, rr):
         return np.log(max(float(np.median(_draw_f(uu, rr, n, draws, seed, shrink))), LOG_FLOOR))
