@@ -36,6 +36,7 @@ from obliviate.errors import UserError  # noqa: E402
 from obliviate.metrics.projection import spread_and_gap  # noqa: E402,F401  (the diagnostics; also calibrate.spread_and_gap)
 from obliviate.presets import load_preset  # noqa: E402
 from obliviate.report.run import load_run  # noqa: E402  (a run folder's reader: one-sentence errors)
+from regime import write_block  # noqa: E402  (benchmarks/: the one writer of the docs' marked tables)
 
 GRID_DIR = HERE / "calibration"
 TABLE = HERE / "calibration.jsonl"
@@ -315,7 +316,6 @@ START, END = "<!-- calibration-table:start -->", "<!-- calibration-table:end -->
 
 
 def write_doc(table: list[dict], doc: Path = DOC) -> None:
-    from regime import write_block               # benchmarks/: the one writer of the docs' marked tables
     body = (f"{markdown(table)}\n\nScores per winner, in the challenge's order (cost in budgets of 0.2 retrainings; "
             f"! = over budget):\n\n{winners_markdown(table)}")
     write_block(doc, START, END, body, after="## Measured table")

@@ -60,12 +60,25 @@ def synthetic(scales=(0.3, 1.0), e=100, n_fit=64, n=512, direct=3, draws=50, see
 COVER_CELLS = [(1.0, 0.0), (0.9, 0.2), (0.7, 0.3), (0.5, 0.25)]
 
 
+def real_like(rng: np.random.Generator, e: int, ratio: float, gap: float, s: float = 1.0, rho: float = 0.1):
+    """pop(k, unlearned) -> [k, e] confidences of populations like a real run's, not the textbook case: per-example
+    stds, gaps and ratios vary (lognormal sd 0.3 around s; gap sd 0.3; log ratio sd 0.15), and every model shifts
+    all examples together (correlation rho across examples; digits' forget examples: 0.08), which is noise
+    shrinkage across examples cannot remove. Used by `coverage` and tests/test_diagnose.py."""
+    mu, sd = rng.normal(0, 2, e), s * np.exp(rng.normal(0, 0.3, e))
+    gg, rr = gap + rng.normal(0, 0.3, e), ratio * np.exp(rng.normal(0, 0.15, e))
+
+    def pop(k: int, unlearned: bool) -> np.ndarray:
+        z = np.sqrt(rho) * rng.standard_normal((k, 1)) + np.sqrt(1 - rho) * rng.standard_normal((k, e))
+        return mu + (gg * sd + rr * sd * z if unlearned else sd * z)
+
+    return pop
+
+
 def coverage(n_fits=(8, 32), reps=16, e=99, n=512, s=1.0, rho=0.1, draws=50, seed=0):
     """Does the projection's interval cover a fresh board at n models at its nominal 95%? Populations like a real
-    run's, not the textbook case: per-example stds, gaps and ratios vary (lognormal sd 0.3; gap sd 0.3; log
-    ratio sd 0.15), and every model shifts all examples together (correlation rho across examples; digits'
-    forget examples: 0.08), which is noise shrinkage across examples cannot remove. Per replicate: fit from n_fit
-    models per population, then one direct draw of n models per population is the board to cover."""
+    run's (`real_like`). Per replicate: fit from n_fit models per population, then one direct draw of n models per
+    population is the board to cover."""
     rng = np.random.default_rng(seed)
     print(f"| spread ratio | location gap | fitted from N | F at {n}, direct (mean of {reps}) | projected (median) | "
           f"covered: draws only | covered: with the fit's jackknife | median interval width (x), with |")
@@ -75,13 +88,7 @@ def coverage(n_fits=(8, 32), reps=16, e=99, n=512, s=1.0, rho=0.1, draws=50, see
             hits_old = hits_new = 0
             truth, proj, width = [], [], []
             for _ in range(reps):
-                mu, sd = rng.normal(0, 2, e), s * np.exp(rng.normal(0, 0.3, e))
-                gg, rr = gap + rng.normal(0, 0.3, e), ratio * np.exp(rng.normal(0, 0.15, e))
-
-                def pop(k, unlearned):
-                    z = np.sqrt(rho) * rng.standard_normal((k, 1)) + np.sqrt(1 - rho) * rng.standard_normal((k, e))
-                    return mu + (gg * sd + rr * sd * z if unlearned else sd * z)
-
+                pop = real_like(rng, e, ratio, gap, s, rho)
                 t = forgetting_quality(pop(n, True), pop(n, False))
                 u, r = pop(n_fit, True), pop(n_fit, False)
                 k = int(rng.integers(1 << 30))

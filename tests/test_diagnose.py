@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,9 @@ from obliviate.metrics import forgetting_quality
 from obliviate.metrics.projection import project_forgetting_quality, retrained_std, spread_and_gap
 from obliviate.report.diagnose import KEYS, diagnose_run
 from obliviate.runner import RunConfig, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from projection import real_like  # noqa: E402  (benchmarks/projection.py: the coverage study's populations)
 
 N = 8
 
@@ -120,13 +124,7 @@ def test_interval_covers_a_fresh_board_from_eight_models():
     e, n, reps = 20, 64, 12
     draws_only = with_fit = 0
     for _ in range(reps):
-        mu, sd = rng.normal(0, 2, e), np.exp(rng.normal(0, 0.3, e))
-        gap, ratio = 0.2 + rng.normal(0, 0.3, e), 0.9 * np.exp(rng.normal(0, 0.15, e))
-
-        def pop(k, unlearned):
-            z = np.sqrt(0.1) * rng.standard_normal((k, 1)) + np.sqrt(0.9) * rng.standard_normal((k, e))
-            return mu + (gap * sd + ratio * sd * z if unlearned else sd * z)
-
+        pop = real_like(rng, e, ratio=0.9, gap=0.2)
         truth = forgetting_quality(pop(n, True), pop(n, False))
         u, r = pop(8, True), pop(8, False)
         _, (lo, hi) = project_forgetting_quality(u, r, n=n, draws=4, seed=1, fit_uncertainty=False)

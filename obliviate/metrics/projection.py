@@ -188,7 +188,7 @@ def fit_se(conf_u, conf_ref, n: int = PROJECT_N, seed: int = 0, shrink: bool = T
     for which in ((0,) if same else (0, 1)):
         m = len(u) if which == 0 else len(r)
         g = min(groups, m)
-        if m - m // g < 2:                                   # leaving a group out must leave a spread to fit
+        if m - -(-m // g) < 2:                  # leaving the largest group out must leave a spread to fit
             return float("nan")
         vals = []
         for drop in np.array_split(np.arange(m), g):
