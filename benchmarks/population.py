@@ -39,10 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from obliviate import population  # noqa: E402
 from obliviate.data import TensorSet, load_source, make_splits  # noqa: E402
+from obliviate.execute import keep_freed_memory  # noqa: E402
 from obliviate.models import build_model  # noqa: E402
 from obliviate.population import default_chunk, train_grouped, train_mlp, train_population  # noqa: E402
 from obliviate.presets import PRESETS, Recipe  # noqa: E402
 from obliviate.training import train_model  # noqa: E402
+
+
+MALLOC = "default"          # main(): "kept" when the process keeps its freed memory, as the runner's do
 
 
 def setup(model: str, data: str, resnet: dict | None = None):
@@ -117,7 +121,7 @@ def float64_diff(preset, s) -> float:
         torch.set_default_dtype(old)
 
 
-def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
+def matmul_gflops(n: int = 2048, reps: int = 3, clock=time.perf_counter) -> float:
     """GFLOP/s of a large fp32 matrix product in this process on torch's current threads (best of `reps`): the
     roofline's ceiling (measured on the development machine, 1 thread, quiet: 77; with the machine shared by
     other work: 24-37)."""
@@ -125,9 +129,9 @@ def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
     a @ b
     best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t = clock()
         a @ b
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return 2 * n ** 3 / best / 1e9
 
 
@@ -166,20 +170,24 @@ def warm_up(preset, s):
 
 
 def compare(preset, s, k: int, n_single: int) -> dict:
+    """Wall-clock figures, and the same in this process's CPU time (`_cpu`: on a machine shared with other
+    work the wall clock also counts the time other processes held the core; CPU time counts only ours)."""
     seeds = list(range(k))
     warm_up(preset, s)
-    ref, times = [], []
+    ref, times, cpu = [], [], []
     for seed in seeds[:n_single]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         ref.append(single(preset, s, seed))
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     # median: on a shared 2-core machine one run now and then stalls 5-10x behind another process's threads
-    per_single = statistics.median(times)
-    peak = matmul_gflops()
-    t = time.perf_counter()
+    per_single, per_single_cpu = statistics.median(times), statistics.median(cpu)
+    peak, peak_cpu = matmul_gflops(), matmul_gflops(clock=time.process_time)
+    t, c = time.perf_counter(), time.process_time()
     pop = batched(preset, s, seeds)
-    per_batched = (time.perf_counter() - t) / k
+    per_batched, per_batched_cpu = (time.perf_counter() - t) / k, (time.process_time() - c) / k
     peak = (peak + matmul_gflops()) / 2                    # the machine's pace just before and just after
+    peak_cpu = (peak_cpu + matmul_gflops(clock=time.process_time)) / 2
     diff = max(max_diff(p, r) for p, r in zip(pop, ref))
     agree = agreement(preset, s, pop, ref)
     print(f"{preset.model} on {s.in_shape}, {len(s.retain)} examples, {preset.recipe.epochs} epochs: "
@@ -187,10 +195,13 @@ def compare(preset, s, k: int, n_single: int) -> dict:
           f"(K={k}, chunk {default_chunk(preset.model, preset.model_kwargs)}), max |diff| {diff:.2e}, "
           f"test predictions agree {agree:.4f}", flush=True)
     agreed = check(diff, agree, preset, s)
+    cpu_roof = roofline(preset, s, per_batched_cpu, peak_cpu)
     return {"speedup": round(per_single / per_batched, 2), "models_per_second": round(1 / per_batched, 2),
             "seconds_per_model_single": round(per_single, 4), "seconds_per_model_batched": round(per_batched, 4),
             "k": k, "projected_512_seconds": round(512 * per_batched, 1), **roofline(preset, s, per_batched, peak),
-            **agreed}
+            "speedup_cpu": round(per_single_cpu / per_batched_cpu, 2), "gflops_cpu": cpu_roof["gflops"],
+            "matmul_gflops_cpu": cpu_roof["matmul_gflops"], "peak_fraction_cpu": cpu_roof["peak_fraction"],
+            "malloc": MALLOC, **agreed}
 
 
 def interleaved(preset, s, rounds: int, n_single: int, chunk=None, mkldnn_only: bool = False) -> dict:
@@ -296,8 +307,12 @@ def main(argv=None) -> None:
     ap.add_argument("--mkldnn-only", action="store_true",
                     help="--interleave: also time the chunk with every conv on mkldnn (the path before the bmms)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (the runner's processes keep their freed memory)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    global MALLOC
+    MALLOC = "default" if a.default_malloc else ("kept" if keep_freed_memory() else "default (no glibc)")
     a.data = a.data or ("fashion" if a.model == "resnet18" else "digits")
     resnet = {"width": a.width, "stem": a.stem, "size": a.size, "epochs": a.epochs}
     try:

@@ -1,4 +1,6 @@
 """Batched population training equals one-at-a-time training, seed by seed (obliviate/population.py)."""
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -231,3 +233,34 @@ def test_resnet18_and_cnn_all_matmul_convs_match_one_at_a_time(monkeypatch):
                 assert max_diff(sd, ref) < 1e-10
     finally:
         torch.set_default_dtype(old)
+
+
+FAULTS_SCRIPT = """
+import resource, sys, torch
+from obliviate.execute import keep_freed_memory
+took = keep_freed_memory() if sys.argv[1] == "on" else None
+def step():                                            # a step's activations: six 4 MB tensors, then freed
+    return [torch.empty(1 << 20).fill_(1.0) for _ in range(6)]
+step(), step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print(took, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_stops_the_page_faults_of_reallocating_a_training_step():
+    """Six 4 MB tensors allocated and freed, 20 times over: glibc gives the memory back each time (1,024
+    faults per tensor); after keep_freed_memory it is reused from the heap, as a training step's activations."""
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True, check=True)
+        took, n = out.stdout.split()
+        return took, int(n)
+    took, on = faults("on")
+    _, off = faults("off")
+    assert took == "True"
+    # measured here (14 runs): with it 0 (no page faulted twice); by default 122,000 (all 120 tensors faulted in
+    # again) or, in 4 runs of 14, 7,100
+    assert on < 100, on
+    assert off > 5000, off
