@@ -62,6 +62,7 @@ def keep_best(preset: Preset, splits: Splits) -> dict:
 
 def run_job(ctx: Context, job: Job) -> dict:
     """Train or unlearn the job's members and evaluate each; returns stacked arrays (no weights kept)."""
+    keep_freed_memory()                  # training jobs too, not only the timed runs that ensure_warm precedes
     device = resolve_device(ctx.device)
     splits, p, pop = _splits_on(ctx, device), ctx.preset, job.pop
     records = []
