@@ -211,27 +211,31 @@ def interleaved(preset, s, rounds: int, n_single: int, chunk=None, mkldnn_only: 
     before the small-map bmms, population.MATMUL_MAX_PIXELS = 0): their ratio, paired."""
     chunk = chunk or default_chunk(preset.model, preset.model_kwargs)
     warm_up(preset, s)
-    ratios, per_b, per_s, peaks, gains = [], [], [], [], []
+    ratios, per_b, per_s, peaks, gains, cpu_b, cpu_s, peaks_cpu = [], [], [], [], [], [], [], []
     for r in range(rounds):
         seeds = list(range(r * chunk, (r + 1) * chunk))
-        def run_batched():
-            t = time.perf_counter(); batched(preset, s, seeds, chunk); return (time.perf_counter() - t) / chunk
+        def run_batched():            # (wall, CPU) seconds per model
+            t, c = time.perf_counter(), time.process_time()
+            batched(preset, s, seeds, chunk)
+            return (time.perf_counter() - t) / chunk, (time.process_time() - c) / chunk
         if mkldnn_only:
             default, population.MATMUL_MAX_PIXELS = population.MATMUL_MAX_PIXELS, 0
             try:
-                old = run_batched()
+                old, _ = run_batched()
             finally:
                 population.MATMUL_MAX_PIXELS = default
         def run_single():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for seed in seeds[:n_single]:
                 single(preset, s, seed)
-            return (time.perf_counter() - t) / n_single
+            return (time.perf_counter() - t) / n_single, (time.process_time() - c) / n_single
         if r % 2:
-            sg, bt = run_single(), run_batched()
+            (sg, sg_cpu), (bt, bt_cpu) = run_single(), run_batched()
         else:
-            bt, sg = run_batched(), run_single()
+            (bt, bt_cpu), (sg, sg_cpu) = run_batched(), run_single()
+        cpu_s.append(sg_cpu); cpu_b.append(bt_cpu)
         peaks.append(matmul_gflops())
+        peaks_cpu.append(matmul_gflops(clock=time.process_time))
         per_b.append(bt); per_s.append(sg); ratios.append(sg / bt)
         print(f"round {r}: one at a time {sg * 1e3:.0f} ms/model, stacked {bt * 1e3:.0f} ms/model: {sg / bt:.2f}x"
               + (f"; stacked, mkldnn convs only {old * 1e3:.0f} ms/model: {old / bt:.2f}x" if mkldnn_only else ""),
@@ -245,6 +249,9 @@ def interleaved(preset, s, rounds: int, n_single: int, chunk=None, mkldnn_only: 
             **roofline(preset, s, statistics.median(per_b), statistics.median(peaks)), "model": preset.model,
             "model_kwargs": preset.model_kwargs, "in_shape": list(s.in_shape), "epochs": preset.recipe.epochs,
             "examples": len(s.retain), "threads": torch.get_num_threads(),
+            "speedup_cpu_median": round(statistics.median(a / b for a, b in zip(cpu_s, cpu_b)), 2),
+            "peak_fraction_cpu": roofline(preset, s, statistics.median(cpu_b), statistics.median(peaks_cpu))[
+                "peak_fraction"], "malloc": MALLOC,
             **({"speedup_over_mkldnn_only": round(statistics.median(gains), 2)} if gains else {})}
 
 
