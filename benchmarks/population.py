@@ -121,18 +121,22 @@ def float64_diff(preset, s) -> float:
         torch.set_default_dtype(old)
 
 
-def matmul_gflops(n: int = 2048, reps: int = 3, clock=time.perf_counter) -> float:
-    """GFLOP/s of a large fp32 matrix product in this process on torch's current threads (best of `reps`): the
-    roofline's ceiling (measured on the development machine, 1 thread, quiet: 77; with the machine shared by
-    other work: 24-37)."""
+def timed(f, *args):
+    """(f(*args), wall seconds, this process's CPU seconds): on a machine shared with other work the wall clock
+    also counts the time other processes held the core; CPU time counts only ours."""
+    t, c = time.perf_counter(), time.process_time()
+    out = f(*args)
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def matmul_gflops(n: int = 2048, reps: int = 3) -> tuple[float, float]:
+    """(wall, CPU) GFLOP/s of a large fp32 matrix product in this process on torch's current threads, each the
+    best of `reps`: the roofline's ceiling (measured on the development machine, 1 thread, quiet: 77; with the
+    machine shared by other work: 24-37 wall; in CPU time 70-76)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = clock()
-        a @ b
-        best = min(best, clock() - t)
-    return 2 * n ** 3 / best / 1e9
+    times = [timed(torch.matmul, a, b)[1:] for _ in range(reps)]
+    return tuple(2 * n ** 3 / min(t[i] for t in times) / 1e9 for i in (0, 1))
 
 
 def forward_macs(preset, s) -> int:
@@ -170,24 +174,20 @@ def warm_up(preset, s):
 
 
 def compare(preset, s, k: int, n_single: int) -> dict:
-    """Wall-clock figures, and the same in this process's CPU time (`_cpu`: on a machine shared with other
-    work the wall clock also counts the time other processes held the core; CPU time counts only ours)."""
+    """Wall-clock figures, and the same in this process's CPU time (`_cpu`, see `timed`)."""
     seeds = list(range(k))
     warm_up(preset, s)
     ref, times, cpu = [], [], []
     for seed in seeds[:n_single]:
-        t, c = time.perf_counter(), time.process_time()
-        ref.append(single(preset, s, seed))
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
+        state, wall, c = timed(single, preset, s, seed)
+        ref.append(state); times.append(wall); cpu.append(c)
     # median: on a shared 2-core machine one run now and then stalls 5-10x behind another process's threads
     per_single, per_single_cpu = statistics.median(times), statistics.median(cpu)
-    peak, peak_cpu = matmul_gflops(), matmul_gflops(clock=time.process_time)
-    t, c = time.perf_counter(), time.process_time()
-    pop = batched(preset, s, seeds)
-    per_batched, per_batched_cpu = (time.perf_counter() - t) / k, (time.process_time() - c) / k
-    peak = (peak + matmul_gflops()) / 2                    # the machine's pace just before and just after
-    peak_cpu = (peak_cpu + matmul_gflops(clock=time.process_time)) / 2
+    before = matmul_gflops()
+    pop, wall, c = timed(batched, preset, s, seeds)
+    per_batched, per_batched_cpu = wall / k, c / k
+    # the machine's pace just before and just after, (wall, CPU)
+    peak, peak_cpu = ((b + a) / 2 for b, a in zip(before, matmul_gflops()))
     diff = max(max_diff(p, r) for p, r in zip(pop, ref))
     agree = agreement(preset, s, pop, ref)
     print(f"{preset.model} on {s.in_shape}, {len(s.retain)} examples, {preset.recipe.epochs} epochs: "
@@ -215,9 +215,8 @@ def interleaved(preset, s, rounds: int, n_single: int, chunk=None, mkldnn_only: 
     for r in range(rounds):
         seeds = list(range(r * chunk, (r + 1) * chunk))
         def run_batched():            # (wall, CPU) seconds per model
-            t, c = time.perf_counter(), time.process_time()
-            batched(preset, s, seeds, chunk)
-            return (time.perf_counter() - t) / chunk, (time.process_time() - c) / chunk
+            _, wall, c = timed(batched, preset, s, seeds, chunk)
+            return wall / chunk, c / chunk
         if mkldnn_only:
             default, population.MATMUL_MAX_PIXELS = population.MATMUL_MAX_PIXELS, 0
             try:
@@ -225,17 +224,15 @@ def interleaved(preset, s, rounds: int, n_single: int, chunk=None, mkldnn_only: 
             finally:
                 population.MATMUL_MAX_PIXELS = default
         def run_single():
-            t, c = time.perf_counter(), time.process_time()
-            for seed in seeds[:n_single]:
-                single(preset, s, seed)
-            return (time.perf_counter() - t) / n_single, (time.process_time() - c) / n_single
+            _, wall, c = timed(lambda: [single(preset, s, seed) for seed in seeds[:n_single]])
+            return wall / n_single, c / n_single
         if r % 2:
             (sg, sg_cpu), (bt, bt_cpu) = run_single(), run_batched()
         else:
             (bt, bt_cpu), (sg, sg_cpu) = run_batched(), run_single()
         cpu_s.append(sg_cpu); cpu_b.append(bt_cpu)
-        peaks.append(matmul_gflops())
-        peaks_cpu.append(matmul_gflops(clock=time.process_time))
+        peak, peak_cpu = matmul_gflops()
+        peaks.append(peak); peaks_cpu.append(peak_cpu)
         per_b.append(bt); per_s.append(sg); ratios.append(sg / bt)
         print(f"round {r}: one at a time {sg * 1e3:.0f} ms/model, stacked {bt * 1e3:.0f} ms/model: {sg / bt:.2f}x"
               + (f"; stacked, mkldnn convs only {old * 1e3:.0f} ms/model: {old / bt:.2f}x" if mkldnn_only else ""),

@@ -62,7 +62,7 @@ def keep_best(preset: Preset, splits: Splits) -> dict:
 
 def run_job(ctx: Context, job: Job) -> dict:
     """Train or unlearn the job's members and evaluate each; returns stacked arrays (no weights kept)."""
-    keep_freed_memory()                  # training jobs too, not only the timed runs that ensure_warm precedes
+    keep_freed_memory()
     device = resolve_device(ctx.device)
     splits, p, pop = _splits_on(ctx, device), ctx.preset, job.pop
     records = []
@@ -119,7 +119,8 @@ MALLOC_SETTINGS = {-3: 32 << 20, -1: 256 << 20, -2: 64 << 20}    # M_MMAP_THRESH
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Apply MALLOC_SETTINGS to this process (glibc on Linux; elsewhere nothing): True if every one took."""
+    """Apply MALLOC_SETTINGS to this process (glibc on Linux; elsewhere nothing): True if every one took. Called
+    where training starts, `run_job` (any executor's worker, or the driver) and `train_original`."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -133,9 +134,7 @@ def keep_freed_memory() -> bool:
 def ensure_warm(preset: Preset, splits: Splits, device) -> None:
     """Warm up once per process (driver, local worker, Ray worker) before its first timed training or unlearning
     run: a fresh process's first run pays one-off start-up costs (measured: digits unlearning 1.1 s against 7 ms
-    for the next run; the original's training 1.75 s against 0.22 s) that no cost figure should include. Every
-    such process also keeps its freed memory (`keep_freed_memory`)."""
-    keep_freed_memory()
+    for the next run; the original's training 1.75 s against 0.22 s) that no cost figure should include."""
     if (preset.name, str(device)) not in _WARM:
         warm_up(preset, splits)
         _WARM.add((preset.name, str(device)))
@@ -225,6 +224,7 @@ def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]
     if cached is not None:
         return cached
     if progress: progress.note("training the original model")
+    keep_freed_memory()
     p, splits, device, seed = plan.preset, plan.splits, plan.device, plan.cfg.seed
     dsplits = _splits_on(Context(splits, p, {}, plan.cfg.device), device)
     ensure_warm(p, dsplits, device)

@@ -36,9 +36,9 @@ ResNet-18 (width 8, 28 px, K = 8, 1 thread; every ratio from paired steps in one
   [72, 8] @ [8, 3136], run at a quarter of the wide ones); torch.compile (inductor) of the stacked network:
   132-280 s to compile here, then 0.98x (mkldnn convs) and 0.68x (with the bmm convs); bf16 autocast
   0.16x (these cores have AVX2 and no bf16 instructions: a bf16 matmul runs at 1.9 GFLOP/s against 75 in
-  fp32, benchmarks/README.md), so populations train in float32 and no bf16 scoring study was needed; mkldnn's backward-data recast as a forward conv with the flipped kernel:
-  1.71 vs 1.68 ms; contiguous instead of channels_last input: 0.79x; K = 16: as K = 8 (26.2 vs 26.3
-  ms/model-step), K = 4: 0.79x.
+  fp32, benchmarks/README.md), so populations train in float32 and no bf16 scoring study was needed;
+  mkldnn's backward-data recast as a forward conv with the flipped kernel: 1.71 vs 1.68 ms; contiguous
+  instead of channels_last input: 0.79x; K = 16: as K = 8 (26.2 vs 26.3 ms/model-step), K = 4: 0.79x.
 """
 from __future__ import annotations
 
