@@ -35,8 +35,11 @@ ResNet-18 (width 8, 28 px, K = 8, 1 thread; every ratio from paired steps in one
   with 2-7 number runs) or batch-innermost [H, W, K*C, B] 0.74x (the 8-channel layers' gemms, e.g.
   [72, 8] @ [8, 3136], run at a quarter of the wide ones); torch.compile (inductor) of the stacked network:
   132-280 s to compile here, then 0.98x (mkldnn convs) and 0.68x (with the bmm convs); bf16 autocast
-  0.16x (these cores have AVX2 and no bf16 instructions: a bf16 matmul runs at 1.9 GFLOP/s against 75 in
-  fp32, benchmarks/README.md), so populations train in float32 and no bf16 scoring study was needed;
+  0.16x on AVX2 cores (no bf16 instructions: a bf16 matmul ran at 1.9 GFLOP/s against 75 in fp32), and on
+  AVX-512 + AMX cores (2026-12-05: bf16 matmul 1,296 GFLOP/s, fp32 184) 1.00x at width 8, 1.19x at 16, 1.32x
+  at 32, paired steps, K = 8: mkldnn's grouped convs of 8-32 channels a group barely use AMX, and the
+  unlearning runs (half of a board's time or more) would not gain at all; so populations train in float32 on
+  every machine (a result must not depend on which one ran it) and no bf16 scoring study was run;
   mkldnn's backward-data recast as a forward conv with the flipped kernel: 1.71 vs 1.68 ms; contiguous
   instead of channels_last input: 0.79x; K = 16: as K = 8 (26.2 vs 26.3 ms/model-step), K = 4: 0.79x.
 """
