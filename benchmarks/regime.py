@@ -41,7 +41,8 @@ CACHE = Path(os.environ.get("OBLIVIATE_CACHE") or "/tmp/regime-cache")
 
 # (candidate id, screening N), in the declared order of measurement (docs/regime.md)
 GRID = [("base", 32), ("rare", 8), ("uniform", 8), ("old-recipe", 8), ("best20", 8), ("w16", 8), ("px32", 8),
-        ("frames", 8), ("16k", 8), ("22k", 8), ("w32", 8), ("combined", 8)]
+        ("frames", 8), ("16k", 8), ("22k", 8), ("w32", 8), ("combined", 8),
+        ("combined-22k", 8)]
 
 # the rule's figures (docs/regime.md, "The choice rule")
 CHALLENGE_FINETUNE_F = 0.058   # the official baseline on Kaggle at N = 512 (DESIGN.md)
