@@ -3,6 +3,8 @@
 
     bash benchmarks/heldout/run.sh 32                                  # the run (resumable; frozen commit)
     python benchmarks/heldout.py benchmarks/heldout/runs/challenge-winners-n32 --write-doc
+    bash benchmarks/heldout/run.sh 32 w16                              # the same test on `w16` (declared 2026-12-05)
+    python benchmarks/heldout.py benchmarks/heldout/runs/w16-winners-n32 --candidate w16 --write-doc
 
 Per run: every row's score, F and intervals, cost in budgets, P(> finetune); the winners above `finetune`
 (within the budget and P >= 0.975); Spearman's rho against the challenge's order with its interval
@@ -30,6 +32,15 @@ from obliviate.report.run import load_run  # noqa: E402
 TABLE = HERE / "heldout.jsonl"
 DOC = HERE.parent / "docs" / "regime.md"
 START, END = "<!-- heldout-table:start -->", "<!-- heldout-table:end -->"
+
+
+def candidate_files(candidate: str) -> tuple[Path, str, str]:
+    """(table, start marker, end marker) of a candidate's held-out test: `challenge` (the preset the rule chose)
+    has the names above; another candidate (`w16`) its own, so the two tests never share a line or a block."""
+    if candidate == "challenge":
+        return TABLE, START, END
+    return HERE / f"heldout-{candidate}.jsonl", f"<!-- heldout-{candidate}-table:start -->", \
+        f"<!-- heldout-{candidate}-table:end -->"
 CLEARLY = 0.975          # P(> finetune) over the paired half-sample draws: the README boards' bold (declared)
 VERDICT_N = 128          # the verdict is read at N >= 128 only; smaller runs are previews (declared)
 REPRODUCES, PARTLY = 6, 4  # winners clearly above finetune (of 8), with rho's interval above 0 (declared)
@@ -127,8 +138,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines).rstrip() or "(not run yet)"
 
 
-def write_doc(rows: list[dict], doc: Path | None = None) -> None:
-    regime.write_block(doc or DOC, START, END, markdown(rows))
+def write_doc(rows: list[dict], doc: Path | None = None, candidate: str = "challenge") -> None:
+    _, start, end = candidate_files(candidate)
+    regime.write_block(doc or DOC, start, end, markdown(rows))
 
 
 def main(argv=None):
@@ -136,14 +148,17 @@ def main(argv=None):
     ap.add_argument("run_dir", nargs="?", type=Path, help="a finished `obliviate run --method winners` folder")
     ap.add_argument("--project-n", type=int, default=512)
     ap.add_argument("--write-doc", action="store_true", help="write the table into docs/regime.md")
+    ap.add_argument("--candidate", default="challenge",
+                    help="whose test: `challenge` (default) or `w16` (its own table and block in docs/regime.md)")
     a = ap.parse_args(argv)
+    table, _, _ = candidate_files(a.candidate)
     try:
-        rows = put_row(heldout_row(a.run_dir, a.project_n)) if a.run_dir else read_table()
+        rows = put_row(heldout_row(a.run_dir, a.project_n), table) if a.run_dir else read_table(table)
+        print(markdown(rows))
+        if a.write_doc:
+            write_doc(rows, candidate=a.candidate)
     except UserError as e:
         sys.exit(f"heldout: {e}")
-    print(markdown(rows))
-    if a.write_doc:
-        write_doc(rows)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,13 @@ def test_row_from_a_no_bounds_winners_run(winners_run, tmp_path):
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "finetune (official baseline)" in text and "fanchuan (#1)" in text
+    # a second candidate's test (w16) has its own table and block: writing it leaves the challenge's as it was
+    w_table, w_start, w_end = heldout.candidate_files("w16")
+    assert w_table != heldout.TABLE and w_start != heldout.START
+    doc.write_text(text + f"{w_start}\nold\n{w_end}\n")
+    heldout.write_doc([dict(row, verdict="w16-row")], doc, candidate="w16")
+    both = doc.read_text()
+    assert both.startswith(text) and "w16-row" in both.split(w_start)[1] and "w16-row" not in both.split(w_start)[0]
 
 
 def test_a_run_without_the_nine_rows_is_refused(winners_run, tmp_path):

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# The regime study's held-out test (docs/regime.md): the eight winners + finetune on the `challenge` preset,
-# run from a frozen commit (the cache keys cover the training and method code: a later edit on main would
-# retrain everything) with its chunk cache committed here, so the run resumes across sessions.
-#   bash benchmarks/heldout/run.sh N        # N = 32 first (a complete preview), then 128 (its chunks extend N = 32's)
-# The original's weights (2.8 MB) are not committed: a fresh clone retrains it (~4 min, one core) and the run
-# goes on only if its tensors equal the original every committed chunk was unlearned from (measured:
-# retrained at 13af352 on this machine, max |difference| 0).
+# The regime study's held-out test (docs/regime.md): the eight winners + finetune on a candidate preset, run
+# from a frozen commit (the cache keys cover the training and method code: a later edit on main would retrain
+# everything) with its chunk cache committed here, so the run resumes across sessions.
+#   bash benchmarks/heldout/run.sh N            # `challenge`: N = 32 first (a preview), then 128 (extends 32's chunks)
+#   bash benchmarks/heldout/run.sh N w16        # the same test on `w16` (declared 2026-12-05; docs/regime.md)
+# The originals' weights (2.8 MB each) are not committed: a fresh clone retrains one (~4 min, one core) and the
+# run goes on only if its tensors equal the original every committed chunk was unlearned from (measured for
+# `challenge`: retrained at 13af352 on this machine, max |difference| 0).
 set -euo pipefail
-FROZEN=13af35256564d62d05f6ebd1a1a167c445a891ea
-ORIGINAL_DIGEST=81f40acd5b7d8f29efc22a26   # sha256 of the original's tensors (sorted names + bytes), first 24
 N=${1:?population size}
+CANDIDATE=${2:-challenge}
+case "$CANDIDATE" in
+  challenge)   # the preset the rule chose (`combined`)
+    FROZEN=13af35256564d62d05f6ebd1a1a167c445a891ea
+    ORIGINAL_DIGEST=81f40acd5b7d8f29efc22a26   # sha256 of the original's tensors (sorted names + bytes), first 24
+    PRESET=challenge; CACHE=cache; WT=${HELDOUT_WORKTREE:-/work/heldout-wt} ;;
+  w16)         # width 16, the challenge's most-common-class forget set (benchmarks/regime/w16.toml)
+    FROZEN=b4b9e592d1501df040c0d649540d355f60df20aa
+    ORIGINAL_DIGEST=${W16_DIGEST:-}            # recorded below after the first run trained it
+    PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16; WT=${HELDOUT_WORKTREE:-/work/heldout-w16-wt} ;;
+  *) echo "run.sh: unknown candidate '$CANDIDATE': use challenge or w16." >&2; exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 MAIN=$(cd "$HERE/../.." && pwd)
-WT=${HELDOUT_WORKTREE:-/work/heldout-wt}
 [ -d "$WT" ] || git -C "$MAIN" worktree add -f "$WT" "$FROZEN"
 [ "$(git -C "$WT" rev-parse HEAD)" = "$FROZEN" ] || { echo "$WT is not at $FROZEN" >&2; exit 1; }
 cd "$WT"
-export PYTHONPATH="$WT" OBLIVIATE_CACHE="$HERE/cache"
-"$MAIN/.venv/bin/python" - "$N" "$ORIGINAL_DIGEST" <<'PY'
+export PYTHONPATH="$WT" OBLIVIATE_CACHE="$HERE/$CACHE"
+"$MAIN/.venv/bin/python" - "$N" "$ORIGINAL_DIGEST" "$PRESET" <<'PY'
 import hashlib, sys, tempfile
 from pathlib import Path
 import torch
@@ -25,17 +35,19 @@ from obliviate.execute import train_original
 from obliviate.plan import RunConfig, plan_run
 from obliviate.store import Store, default_cache
 store = Store(default_cache())
-plan = plan_run(RunConfig(preset="challenge", methods=["winners"], n_models=int(sys.argv[1]), bounds=False,
+plan = plan_run(RunConfig(preset=sys.argv[3], methods=["winners"], n_models=int(sys.argv[1]), bounds=False,
                           quiet=True, report=False), store, Path(tempfile.mkdtemp()))
 torch.set_num_threads(plan.preset.threads)
 state, _ = train_original(plan, store)          # from the cache, or trained (deterministic under the seed)
 h = hashlib.sha256()
 for k in sorted(state):
     h.update(k.encode() + state[k].contiguous().numpy().tobytes())
-if h.hexdigest()[:24] != sys.argv[2]:
+if not sys.argv[2]:
+    print(f"original's digest {h.hexdigest()[:24]} (first run: record it in run.sh)", file=sys.stderr)
+elif h.hexdigest()[:24] != sys.argv[2]:
     sys.exit(f"the original trained here differs from the one the committed chunks were unlearned from "
              f"({h.hexdigest()[:24]} != {sys.argv[2]}): resuming would mix two originals in one population.")
 PY
 "$MAIN/.venv/bin/python" -m obliviate.cli run \
-  --preset challenge --method winners -n "$N" --no-bounds --workers 2 --no-report \
-  --out "$HERE/runs/challenge-winners-n$N"
+  --preset "$PRESET" --method winners -n "$N" --no-bounds --workers 2 --no-report \
+  --out "$HERE/runs/$CANDIDATE-winners-n$N"
