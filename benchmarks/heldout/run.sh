@@ -4,6 +4,7 @@
 # everything) with its chunk cache committed here, so the run resumes across sessions.
 #   bash benchmarks/heldout/run.sh N            # `challenge`: N = 32 first (a preview), then 128 (extends 32's chunks)
 #   bash benchmarks/heldout/run.sh N w16        # the same test on `w16` (declared 2026-12-05; docs/regime.md)
+#   WORKERS=1 bash benchmarks/heldout/run.sh N w16   # one process (default 2); results do not depend on it
 # The originals' weights (2.8 MB each) are not committed: a fresh clone retrains one (~4 min, one core) and the
 # run goes on only if its tensors equal the original every committed chunk was unlearned from (measured for
 # `challenge`: retrained at 13af352 on this machine, max |difference| 0).
@@ -17,7 +18,7 @@ case "$CANDIDATE" in
     PRESET=challenge; CACHE=cache; WT=${HELDOUT_WORKTREE:-/work/heldout-wt} ;;
   w16)         # width 16, the challenge's most-common-class forget set (benchmarks/regime/w16.toml)
     FROZEN=b4b9e592d1501df040c0d649540d355f60df20aa
-    ORIGINAL_DIGEST=${W16_DIGEST:-}            # recorded below after the first run trained it
+    ORIGINAL_DIGEST=98a2fbe8c2839be457acd909   # recorded from the N = 32 run (trained at b4b9e59 on the AVX-512 machine)
     PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16; WT=${HELDOUT_WORKTREE:-/work/heldout-w16-wt} ;;
   *) echo "run.sh: unknown candidate '$CANDIDATE': use challenge or w16." >&2; exit 2 ;;
 esac
@@ -49,5 +50,5 @@ elif h.hexdigest()[:24] != sys.argv[2]:
              f"({h.hexdigest()[:24]} != {sys.argv[2]}): resuming would mix two originals in one population.")
 PY
 "$MAIN/.venv/bin/python" -m obliviate.cli run \
-  --preset "$PRESET" --method winners -n "$N" --no-bounds --workers 2 --no-report \
+  --preset "$PRESET" --method winners -n "$N" --no-bounds --workers "${WORKERS:-2}" --no-report \
   --out "$HERE/runs/$CANDIDATE-winners-n$N"
