@@ -143,7 +143,13 @@ def forward_macs(preset, s) -> int:
     """Multiply-adds of one example's forward pass, counted per Conv2d and Linear as dense layers do them
     (output elements x inputs per output, padding taps included, as FLOP counters count them): ResNet-18 width
     8 at 28 px 0.58 M."""
-    model, macs = build_model(preset.model, s.in_shape, s.num_classes, **preset.model_kwargs), [0]
+    return model_forward_macs(build_model(preset.model, s.in_shape, s.num_classes, **preset.model_kwargs),
+                              s.retain.x[:1])
+
+
+def model_forward_macs(model, x) -> int:
+    """`forward_macs` of `model` on the one-example input `x`."""
+    macs = [0]
 
     def count(m, inp, out):
         per_out = m.weight[0].numel() if isinstance(m, torch.nn.Conv2d) else m.in_features
@@ -151,7 +157,7 @@ def forward_macs(preset, s) -> int:
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     hooks = [m.register_forward_hook(count) for m in layers]
     with torch.no_grad():
-        model.eval()(s.retain.x[:1])
+        model.eval()(x)
     for h in hooks:
         h.remove()
     return macs[0]

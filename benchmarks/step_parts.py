@@ -2,6 +2,7 @@
 
     python benchmarks/step_parts.py                      # width 8, 28 px, K = 8, 1 thread, 10 paired rounds
     python benchmarks/step_parts.py --width 16 --rounds 6
+    python benchmarks/step_parts.py --decompose          # step time = fixed + per-example, alone and stacked
 
 Every case is one training step of `train_grouped`'s network (obliviate.population.group_model: K models side
 by side, channels_last, fused Adam, the sum of the K models' cross-entropies) on random data of the preset's
@@ -13,6 +14,13 @@ Cases: `stacked` (the trainer as it is); `no BatchNorm`, `no ReLU` (those layers
 (no optimizer step): what each part costs, by removal (torch.profiler's per-op overhead on a step of ~90 small
 ops inflated the small ops' share 2-7x here); `stacked bf16` / `alone bf16`: the same step under
 torch.autocast("cpu", bfloat16), which pays only where the CPU has bf16 instructions (AVX-512 BF16 / AMX).
+
+`--decompose`: the step of one model alone and of K stacked, timed at several batch sizes (paired rounds) and
+fitted as t(B) = fixed + B x per_example (least squares). `fixed` is what a step costs whatever its batch (op
+dispatch, autograd, Adam over the parameters); `per_example` is the kernels' own work. Printed beside the
+measured speedup at batch 64: the speedup the stacked path would reach with no fixed cost at all
+(`bound_no_fixed`), the GFLOP/s of its kernels alone (`kernel_gflops`), and the fixed cost a peak_fraction of
+0.30 would allow (`fixed_ms_for_0.30`, against a 2048x2048 fp32 matmul measured in the same process).
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from obliviate.models import build_model  # noqa: E402
 BATCH = 64      # the challenge's batch size
 
 
-def case(width: int, size: int, k: int, *, drop=(), adam: bool = True, bf16: bool = False):
+def case(width: int, size: int, k: int, *, drop=(), adam: bool = True, bf16: bool = False, batch: int = BATCH):
     """(step function, models per step): one training step of K stacked models (k = 1: a plain model)."""
     models = [build_model("resnet18", (1, size, size), 10, seed=s, width=width) for s in range(k)]
     net = (population.load_group(population.group_model(models[0], k), [m.state_dict() for m in models])
@@ -44,20 +52,60 @@ def case(width: int, size: int, k: int, *, drop=(), adam: bool = True, bf16: boo
         for name, m in list(parent.named_children()):
             if isinstance(m, drop):
                 setattr(parent, name, torch.nn.Identity())
-    x = torch.randn(BATCH, k, size, size).contiguous(memory_format=torch.channels_last if k > 1 else
+    x = torch.randn(batch, k, size, size).contiguous(memory_format=torch.channels_last if k > 1 else
                                                      torch.contiguous_format)
-    y = torch.randint(0, 10, (k * BATCH,))
+    y = torch.randint(0, 10, (k * batch,))
     opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=5e-3, fused=True)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net(x).view(BATCH, k, -1).transpose(0, 1).flatten(0, 1)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum") / BATCH
+            logits = net(x).view(batch, k, -1).transpose(0, 1).flatten(0, 1)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum") / batch
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if adam:
             opt.step()
     return step, k
+
+
+def fit_line(xs, ys) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of ys on xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def decompose(width: int, size: int, k: int, batches: list[int], rounds: int) -> dict:
+    """Step time of one model alone and of k stacked at each batch size, paired rounds in CPU time; the fits."""
+    from population import matmul_gflops, model_forward_macs   # benchmarks/population.py: one definition each
+    cases = {(kk, b): case(width, size, kk, batch=b) for kk in (1, k) for b in batches}
+    for step, _ in cases.values():
+        step(); step()
+    times = {key: [] for key in cases}
+    keys = list(cases)
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            step, _ = cases[key]
+            t = time.process_time()
+            step(); step()
+            times[key].append((time.process_time() - t) / 2 * 1e3)          # ms per step (all kk models)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    fits = {kk: fit_line(batches, [med[(kk, b)] for b in batches]) for kk in (1, k)}
+    (f1, e1), (fk, ek) = fits[1], fits[k]
+    big = max(batches)
+    mflop = 6 * model_forward_macs(build_model("resnet18", (1, size, size), 10, width=width),
+                                   torch.zeros(1, 1, size, size)) / 1e6   # training: forward + 2x backward
+    peak = matmul_gflops()[1]                                               # CPU-time GFLOP/s
+    out = {"width": width, "size": size, "k": k, "batches": batches, "rounds": rounds,
+           "ms_per_step": {f"{kk}x{b}": round(v, 3) for (kk, b), v in med.items()},
+           "alone": {"fixed_ms": round(f1, 3), "per_example_ms": round(e1, 5)},
+           "stacked": {"fixed_ms": round(fk, 3), "per_example_ms": round(ek, 5)},
+           "speedup": round(k * med[(1, big)] / med[(k, big)], 2),
+           "bound_no_fixed": round(k * med[(1, big)] / (ek * big), 2),
+           "train_mflop_per_example": round(mflop, 2), "kernel_gflops": round(k * mflop / ek, 1), "matmul_gflops": round(peak, 1),
+           "peak_fraction": round(k * mflop * big / med[(k, big)] / peak, 3),
+           "fixed_ms_for_0.30": round(k * mflop * big / (0.30 * peak) - ek * big, 2)}
+    return out
 
 
 def main(argv=None) -> None:
@@ -67,9 +115,19 @@ def main(argv=None) -> None:
     ap.add_argument("--k", type=int, default=8, help="models stacked (the trainer's default chunk: 8)")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--decompose", action="store_true", help="fit step time = fixed + per-example cost")
+    ap.add_argument("--batches", default="2,16,32,64", help="batch sizes for --decompose")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     keep_freed_memory()                                   # as the runner's training processes do
+    if a.decompose:
+        out = decompose(a.width, a.size, a.k, [int(b) for b in a.batches.split(",")], a.rounds)
+        for (label, kk) in (("alone", 1), ("stacked", a.k)):
+            f = out[label]
+            print(f"{label:8s} fixed {f['fixed_ms']:6.2f} ms + {f['per_example_ms'] * 1e3:6.1f} us x batch "
+                  f"(per step of {kk} model{'s' * (kk > 1)})", flush=True)
+        print(json.dumps(out))
+        return
     shape = (a.width, a.size)
     cases = {"alone": case(*shape, 1), "stacked": case(*shape, a.k),
              "no BatchNorm": case(*shape, a.k, drop=(torch.nn.BatchNorm2d,)),
