@@ -28,27 +28,7 @@ MAIN=$(cd "$HERE/../.." && pwd)
 [ "$(git -C "$WT" rev-parse HEAD)" = "$FROZEN" ] || { echo "$WT is not at $FROZEN" >&2; exit 1; }
 cd "$WT"
 export PYTHONPATH="$WT" OBLIVIATE_CACHE="$HERE/$CACHE"
-"$MAIN/.venv/bin/python" - "$N" "$ORIGINAL_DIGEST" "$PRESET" <<'PY'
-import hashlib, sys, tempfile
-from pathlib import Path
-import torch
-from obliviate.execute import train_original
-from obliviate.plan import RunConfig, plan_run
-from obliviate.store import Store, default_cache
-store = Store(default_cache())
-plan = plan_run(RunConfig(preset=sys.argv[3], methods=["winners"], n_models=int(sys.argv[1]), bounds=False,
-                          quiet=True, report=False), store, Path(tempfile.mkdtemp()))
-torch.set_num_threads(plan.preset.threads)
-state, _ = train_original(plan, store)          # from the cache, or trained (deterministic under the seed)
-h = hashlib.sha256()
-for k in sorted(state):
-    h.update(k.encode() + state[k].contiguous().numpy().tobytes())
-if not sys.argv[2]:
-    print(f"original's digest {h.hexdigest()[:24]} (first run: record it in run.sh)", file=sys.stderr)
-elif h.hexdigest()[:24] != sys.argv[2]:
-    sys.exit(f"the original trained here differs from the one the committed chunks were unlearned from "
-             f"({h.hexdigest()[:24]} != {sys.argv[2]}): resuming would mix two originals in one population.")
-PY
+"$MAIN/.venv/bin/python" "$HERE/check_original.py" "$N" "$ORIGINAL_DIGEST" "$PRESET"
 "$MAIN/.venv/bin/python" -m obliviate.cli run \
   --preset "$PRESET" --method winners -n "$N" --no-bounds --workers "${WORKERS:-2}" --no-report \
   --out "$HERE/runs/$CANDIDATE-winners-n$N"
