@@ -74,15 +74,7 @@ def heldout_row(run_dir: Path, project_n: int = 512) -> dict:
     rho_ci, p_rho = spearman_interval(arrays, names, hats, board.get("seed", 0)) or (None, None)
     diag = diagnose_run(run, project_n=project_n)
     dby = {r["method"]: r for r in diag["rows"]}
-    keep = ("forgetting_quality", "forgetting_quality_ci", "score", "score_ci", "retain_acc", "test_acc",
-            "forget_acc", "cost", "over_budget", "p_beats_baseline", "rank", "rank_ci")
-    rows = {}
-    for team, m in names:
-        d = dby[m]
-        rows[team] = {**{k: nine[team].get(k) for k in keep}, "budgets": nine[team]["cost"] / BUDGET,
-                      "spread_ratio": d["spread_ratio"], "location_gap": d["location_gap"],
-                      "projected_forgetting_quality": d["projected_forgetting_quality"],
-                      "projected_forgetting_quality_ci": d["projected_forgetting_quality_ci"]}
+    rows = {team: row_figures(nine[team], dby[m]) for team, m in names}
     n = board["n_models"]
     return {"n_models": n, "run": run.path.name, "preset": board["preset"], "preset_record": board["preset_record"],
             "rows": rows, "within_budget": within, "above_finetune": above, "clearly_above_finetune": clearly,
@@ -94,6 +86,27 @@ def heldout_row(run_dir: Path, project_n: int = 512) -> dict:
             "retrain_seconds": board["retrain_seconds"], "wall_seconds": board["wall_seconds"],
             "workers": board.get("workers"), "versions": board.get("versions"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def row_figures(row: dict, diag: dict) -> dict:
+    """One board row's figures as the held-out tables show them: the leaderboard's, cost in budgets, and the
+    diagnosis's spread ratio, location gap and projected F."""
+    keep = ("forgetting_quality", "forgetting_quality_ci", "score", "score_ci", "retain_acc", "test_acc",
+            "forget_acc", "cost", "over_budget", "p_beats_baseline", "rank", "rank_ci")
+    return {**{k: row.get(k) for k in keep}, "budgets": row["cost"] / BUDGET,
+            "spread_ratio": diag["spread_ratio"], "location_gap": diag["location_gap"],
+            "projected_forgetting_quality": diag["projected_forgetting_quality"],
+            "projected_forgetting_quality_ci": diag["projected_forgetting_quality_ci"]}
+
+
+def variant_rows(run_dir: Path, project_n: int = 512) -> dict:
+    """The post-hoc analysis (docs/regime.md, "the port's readings"): a run of `finetune` and one winner with
+    overridden hyperparameters -> {method: figures and the hyperparameters it ran with}."""
+    run = load_run(run_dir)
+    board = run.board
+    dby = {r["method"]: r for r in diagnose_run(run, project_n=project_n)["rows"]}
+    return {r["method"]: {**row_figures(r, dby[r["method"]]), "hparams": r.get("hparams")}
+            for r in board["rows"] if r["method"] in dby and r["role"] == "method"}
 
 
 def read_table(path: Path | None = None) -> list[dict]:
@@ -112,6 +125,16 @@ def _ci(x, fmt=".4f") -> str:
     return f" ({x[0]:{fmt}}–{x[1]:{fmt}})" if x else ""
 
 
+def _cells(x: dict) -> str:
+    """A row's cells from score to projected F (`row_figures`), as every held-out table shows them."""
+    p = x.get("p_beats_baseline")
+    return (f"{x['score']:.4f}{_ci(x.get('score_ci'))} | {x['forgetting_quality']:.4f} | "
+            f"{x['retain_acc']:.3f} / {x['test_acc']:.3f} / {x['forget_acc']:.3f} | {x['budgets']:.2f}"
+            f"{' over' if x['over_budget'] else ''} | {'' if p is None else f'{p:.2f}'} | "
+            f"{x['spread_ratio']:.2f} | {x['location_gap']:+.2f} | "
+            f"{x['projected_forgetting_quality']:.4f}{_ci(x['projected_forgetting_quality_ci'])}")
+
+
 def markdown(rows: list[dict]) -> str:
     places = {t: i + 1 for i, (t, _) in enumerate(method_names()) if t != "finetune"}
     lines = []
@@ -127,15 +150,36 @@ def markdown(rows: list[dict]) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for team, x in sorted(r["rows"].items(), key=lambda kv: -kv[1]["score"]):
             name = f"{team} (#{places[team]})" if team in places else f"{team} (official baseline)"
-            p = x.get("p_beats_baseline")
-            lines.append(
-                f"| {name} | {x['score']:.4f}{_ci(x.get('score_ci'))} | {x['forgetting_quality']:.4f} | "
-                f"{x['retain_acc']:.3f} / {x['test_acc']:.3f} / {x['forget_acc']:.3f} | {x['budgets']:.2f}"
-                f"{' over' if x['over_budget'] else ''} | {'' if p is None else f'{p:.2f}'} | "
-                f"{x['spread_ratio']:.2f} | {x['location_gap']:+.2f} | "
-                f"{x['projected_forgetting_quality']:.4f}{_ci(x['projected_forgetting_quality_ci'])} |")
+            lines.append(f"| {name} | {_cells(x)} |")
         lines.append("")
     return "\n".join(lines).rstrip() or "(not run yet)"
+
+
+VARIANTS = "<!-- heldout-variants-table:start -->", "<!-- heldout-variants-table:end -->"
+
+
+def variants_markdown(run_dirs: list[Path], defaults: dict, project_n: int = 512, runs: Path | None = None) -> str:
+    """The variants' rows beside the same methods' default rows at the same N (`defaults`: a held-out table line;
+    its run folder, under `runs`, gives the default hyperparameters, so a variant's column names what changed)."""
+    n, default_run = defaults["n_models"], (runs or HERE / "heldout" / "runs") / defaults["run"]
+    default_hp = {r["method"]: r.get("hparams") or {} for r in load_run(default_run).board["rows"]}
+    lines = [f"| row (N = {n}) | hyperparameters changed | score (95%) | F | retain / test / forget acc | "
+             f"cost (budgets) | P(> finetune) | spread ratio | location gap | projected F at {project_n} (95%) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    shown = set()
+    for d in run_dirs:
+        for m, x in variant_rows(d, project_n).items():
+            if m == "finetune":
+                continue
+            if m not in shown:
+                lines.append(f"| {m} (default, run `{defaults['run']}`) | none: the write-up's reading | "
+                             f"{_cells(defaults['rows'][m])} |")
+                shown.add(m)
+            changed = {k: v for k, v in (x["hparams"] or {}).items() if default_hp.get(m, {}).get(k) != v}
+            lines.append(f"| {m} (run `{d.name}`) | {', '.join(f'{k}={v}' for k, v in sorted(changed.items()))} | "
+                         f"{_cells(x)} |")
+    lines.append(f"| finetune (run `{defaults['run']}`) | none | {_cells(defaults['rows']['finetune'])} |")
+    return "\n".join(lines)
 
 
 def write_doc(rows: list[dict], doc: Path | None = None, candidate: str = "challenge") -> None:
@@ -150,9 +194,22 @@ def main(argv=None):
     ap.add_argument("--write-doc", action="store_true", help="write the table into docs/regime.md")
     ap.add_argument("--candidate", default="challenge",
                     help="whose test: `challenge` (default) or `w16` (its own table and block in docs/regime.md)")
+    ap.add_argument("--variants", type=Path, nargs="+", default=None,
+                    help="post-hoc variant runs (benchmarks/heldout/variants.sh): their rows beside the defaults' "
+                         "of the candidate's held-out line at the same N")
     a = ap.parse_args(argv)
     table, _, _ = candidate_files(a.candidate)
     try:
+        if a.variants:
+            n = load_run(a.variants[0]).board["n_models"]
+            defaults = [r for r in read_table(table) if r["n_models"] == n]
+            if not defaults:
+                raise UserError(f"no held-out line at N = {n} in {table.name} to compare the variants with.")
+            text = variants_markdown(a.variants, defaults[0], a.project_n)
+            print(text)
+            if a.write_doc:
+                regime.write_block(DOC, *VARIANTS, text)
+            return
         rows = put_row(heldout_row(a.run_dir, a.project_n), table) if a.run_dir else read_table(table)
         print(markdown(rows))
         if a.write_doc:

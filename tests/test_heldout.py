@@ -71,3 +71,21 @@ def test_a_run_without_the_nine_rows_is_refused(winners_run, tmp_path):
                                                  (0, (0.0, 0.4), "does not")])
 def test_verdict_rule_as_declared(n, rho_ci, expected):
     assert heldout.verdict(n, rho_ci) == expected
+
+
+def test_variants_table_names_what_each_variant_changed(winners_run, tmp_path):
+    """The post-hoc readings (benchmarks/heldout/variants.sh): a run of finetune + a winner with one override, shown
+    beside the default row of the held-out line at the same N, its changed hyperparameter named, nothing else."""
+    d = tmp_path / "cache"
+    _, variant = run(RunConfig(preset="smoke", methods=["finetune", "seif"], n_models=6, cache=str(d),
+                               out=str(tmp_path / "smoke-seif-balanced-n6"), quiet=True, report=False, bounds=False,
+                               workers=1, hp={"seif.class_weights": "balanced"}))
+    defaults = heldout.heldout_row(winners_run, project_n=64)
+    text = heldout.variants_markdown([variant], defaults, project_n=64, runs=winners_run.parent)
+    lines = text.splitlines()
+    assert lines[2].startswith("| seif (default") and "none: the write-up's reading" in lines[2]
+    assert lines[3].startswith("| seif (run `smoke-seif-balanced-n6`) | class_weights=balanced |")
+    assert lines[-1].startswith("| finetune (run ") and len(lines) == 5
+    board = json.loads((variant / "leaderboard.json").read_text())
+    seif = next(r for r in board["rows"] if r["method"] == "seif")
+    assert f"{seif['score']:.4f}" in lines[3] and seif["hparams"]["class_weights"] == "balanced"
