@@ -2,7 +2,7 @@
 stop unless its tensors' digest equals the one every committed chunk was unlearned from. Run from the frozen
 worktree with PYTHONPATH and OBLIVIATE_CACHE set, as run.sh sets them.
 
-    python check_original.py N DIGEST PRESET       # DIGEST "": print it (a first run records it in run.sh)
+    python check_original.py N DIGEST PRESET [SEED]   # DIGEST "": print it (a first run records it in run.sh)
 """
 import hashlib
 import sys
@@ -16,8 +16,9 @@ from obliviate.plan import RunConfig, plan_run
 from obliviate.store import Store, default_cache
 
 store = Store(default_cache())
+seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 plan = plan_run(RunConfig(preset=sys.argv[3], methods=["winners"], n_models=int(sys.argv[1]), bounds=False,
-                          quiet=True, report=False), store, Path(tempfile.mkdtemp()))
+                          quiet=True, report=False, seed=seed), store, Path(tempfile.mkdtemp()))
 torch.set_num_threads(plan.preset.threads)
 state, _ = train_original(plan, store)          # from the cache, or trained (deterministic under the seed)
 h = hashlib.sha256()

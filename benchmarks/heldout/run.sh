@@ -5,11 +5,13 @@
 #   bash benchmarks/heldout/run.sh N            # `challenge`: N = 32 first (a preview), then 128 (extends 32's chunks)
 #   bash benchmarks/heldout/run.sh N w16        # the same test on `w16` (declared 2026-12-05; docs/regime.md)
 #   WORKERS=1 bash benchmarks/heldout/run.sh N w16   # one process (default 2); results do not depend on it
+#   bash benchmarks/heldout/run.sh N w16-notebook   # the next test: notebook readings, seed 1 (declared 2026-12-06)
 # The originals' weights (2.8 MB each) are not committed: a fresh clone retrains one (~4 min, one core) and the
 # run goes on only if its tensors equal the original every committed chunk was unlearned from (measured for
 # `challenge`: retrained at 13af352 on this machine, max |difference| 0).
 set -euo pipefail
 N=${1:?population size}
+EXTRA=(); SEED=0
 CANDIDATE=${2:-challenge}
 case "$CANDIDATE" in
   challenge)   # the preset the rule chose (`combined`)
@@ -20,7 +22,14 @@ case "$CANDIDATE" in
     FROZEN=b4b9e592d1501df040c0d649540d355f60df20aa
     ORIGINAL_DIGEST=98a2fbe8c2839be457acd909   # recorded from the N = 32 run (trained at b4b9e59 on the AVX-512 machine)
     PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16; WT=${HELDOUT_WORKTREE:-/work/heldout-w16-wt} ;;
-  *) echo "run.sh: unknown candidate '$CANDIDATE': use challenge or w16." >&2; exit 2 ;;
+  w16-notebook)   # the next held-out test (declared 2026-12-06, docs/regime.md): w16, seed 1, every winner
+                  # with its notebook's reading where its write-up's differs
+    FROZEN=d04203b99101afd52b9b638308a07af9c207757e
+    ORIGINAL_DIGEST=${ORIGINAL_DIGEST-}        # recorded from the first run
+    PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16-notebook; WT=${HELDOUT_WORKTREE:-/work/heldout-w16nb-wt}
+    SEED=1; EXTRA=(--hp seif.noise_layers=stem --hp seif.class_weights=balanced --hp seif.weighting=batch
+           --hp kookmin.threshold=per_layer --hp sun.first_stage=picks --hp amnesiacs.warmup_classes=all) ;;
+  *) echo "run.sh: unknown candidate '$CANDIDATE': use challenge, w16 or w16-notebook." >&2; exit 2 ;;
 esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 MAIN=$(cd "$HERE/../.." && pwd)
@@ -28,7 +37,7 @@ MAIN=$(cd "$HERE/../.." && pwd)
 [ "$(git -C "$WT" rev-parse HEAD)" = "$FROZEN" ] || { echo "$WT is not at $FROZEN" >&2; exit 1; }
 cd "$WT"
 export PYTHONPATH="$WT" OBLIVIATE_CACHE="$HERE/$CACHE"
-"$MAIN/.venv/bin/python" "$HERE/check_original.py" "$N" "$ORIGINAL_DIGEST" "$PRESET"
+"$MAIN/.venv/bin/python" "$HERE/check_original.py" "$N" "$ORIGINAL_DIGEST" "$PRESET" "$SEED"
 "$MAIN/.venv/bin/python" -m obliviate.cli run \
   --preset "$PRESET" --method winners -n "$N" --no-bounds --workers "${WORKERS:-2}" --no-report \
-  --out "$HERE/runs/$CANDIDATE-winners-n$N"
+  --seed "$SEED" "${EXTRA[@]}" --out "$HERE/runs/$CANDIDATE-winners-n$N"
