@@ -25,7 +25,7 @@ case "$CANDIDATE" in
   w16-notebook)   # the next held-out test (declared 2026-12-06, docs/regime.md): w16, seed 1, every winner
                   # with its notebook's reading where its write-up's differs
     FROZEN=d04203b99101afd52b9b638308a07af9c207757e
-    ORIGINAL_DIGEST=${ORIGINAL_DIGEST-}        # recorded from the first run
+    ORIGINAL_DIGEST=0ffa5f55b576ff5de4f4b913   # recorded from the N = 32 run (trained at d04203b on the AVX-512 machine)
     PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16-notebook; WT=${HELDOUT_WORKTREE:-/work/heldout-w16nb-wt}
     SEED=1; EXTRA=(--hp seif.noise_layers=stem --hp seif.class_weights=balanced --hp seif.weighting=batch
            --hp kookmin.threshold=per_layer --hp sun.first_stage=picks --hp amnesiacs.warmup_classes=all) ;;
