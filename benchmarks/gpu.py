@@ -34,6 +34,7 @@ from obliviate.models import build_model  # noqa: E402
 from obliviate.population import train_population  # noqa: E402
 from obliviate.presets import Recipe  # noqa: E402
 from obliviate.training import predict, resolve_device, train_model  # noqa: E402
+from population import max_diff  # noqa: E402  (benchmarks/population.py, this script's folder)
 
 SHAPE = (3, 32, 32)               # the challenge's CASIA-SURF crops
 CHALLENGE_IMAGES = 27_000         # ~420 steps of 64 per epoch (the organisers' train split)
@@ -50,10 +51,6 @@ def images(n: int, device, dtype=torch.float32, seed: int = 0) -> TensorSet:
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def max_diff(a: dict, b: dict) -> float:
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
 
 
 def check(device, width: int, seeds=(3, 7)) -> dict:

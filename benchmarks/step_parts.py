@@ -96,16 +96,16 @@ def decompose(width: int, size: int, k: int, batches: list[int], rounds: int) ->
     mflop = 6 * model_forward_macs(build_model("resnet18", (1, size, size), 10, width=width),
                                    torch.zeros(1, 1, size, size)) / 1e6   # training: forward + 2x backward
     peak = matmul_gflops()[1]                                               # CPU-time GFLOP/s
-    out = {"width": width, "size": size, "k": k, "batches": batches, "rounds": rounds,
+    return {"width": width, "size": size, "k": k, "batches": batches, "rounds": rounds,
            "ms_per_step": {f"{kk}x{b}": round(v, 3) for (kk, b), v in med.items()},
            "alone": {"fixed_ms": round(f1, 3), "per_example_ms": round(e1, 5)},
            "stacked": {"fixed_ms": round(fk, 3), "per_example_ms": round(ek, 5)},
            "speedup": round(k * med[(1, big)] / med[(k, big)], 2),
            "bound_no_fixed": round(k * med[(1, big)] / (ek * big), 2),
-           "train_mflop_per_example": round(mflop, 2), "kernel_gflops": round(k * mflop / ek, 1), "matmul_gflops": round(peak, 1),
+           "train_mflop_per_example": round(mflop, 2), "kernel_gflops": round(k * mflop / ek, 1),
+           "matmul_gflops": round(peak, 1),
            "peak_fraction": round(k * mflop * big / med[(k, big)] / peak, 3),
            "fixed_ms_for_0.30": round(k * mflop * big / (0.30 * peak) - ek * big, 2)}
-    return out
 
 
 def main(argv=None) -> None:

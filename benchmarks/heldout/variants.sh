@@ -5,19 +5,11 @@
 # `challenge`: the `challenge` test's original was trained on an AVX2 machine, and AVX-512 kernels train another
 # from the same seed, which check_original.py refuses to mix.)
 #   bash benchmarks/heldout/variants.sh N            # N = 128: the held-out test's size
-# First the original is checked (or retrained) as run.sh does (check_original.py).
+# First the original is checked (or retrained) as run.sh does (candidate.sh, check_original.py).
 set -euo pipefail
 N=${1:?population size}
-HERE=$(cd "$(dirname "$0")" && pwd)
-MAIN=$(cd "$HERE/../.." && pwd)
-WT=${HELDOUT_WORKTREE:-/work/heldout-w16-wt}
-FROZEN=b4b9e592d1501df040c0d649540d355f60df20aa
-[ -d "$WT" ] || git -C "$MAIN" worktree add -f "$WT" "$FROZEN"
-[ "$(git -C "$WT" rev-parse HEAD)" = "$FROZEN" ] || { echo "$WT is not at $FROZEN" >&2; exit 1; }
-cd "$WT"
-export PYTHONPATH="$WT" OBLIVIATE_CACHE="$HERE/cache-w16"
-PRESET=benchmarks/regime/w16.toml
-"$MAIN/.venv/bin/python" "$HERE/check_original.py" "$N" 98a2fbe8c2839be457acd909 "$PRESET"   # run.sh's digest
+CANDIDATE=w16
+source "$(dirname "$0")/candidate.sh"
 run() {   # name, method, hp...
   local name=$1 method=$2; shift 2
   local hps=(); for h in "$@"; do hps+=(--hp "$method.$h"); done

@@ -1,0 +1,30 @@
+# Sourced by run.sh and variants.sh with N and CANDIDATE set: the candidate's frozen commit, original's digest,
+# preset, cache, worktree, seed and extra flags; then its worktree (created if missing) becomes the current
+# folder with PYTHONPATH and OBLIVIATE_CACHE set, and check_original.py trains or reads the original and stops
+# unless its digest is the recorded one.
+EXTRA=(); SEED=0
+case "$CANDIDATE" in
+  challenge)   # the preset the rule chose (`combined`)
+    FROZEN=13af35256564d62d05f6ebd1a1a167c445a891ea
+    ORIGINAL_DIGEST=81f40acd5b7d8f29efc22a26   # sha256 of the original's tensors (sorted names + bytes), first 24
+    PRESET=challenge; CACHE=cache; WT=${HELDOUT_WORKTREE:-/work/heldout-wt} ;;
+  w16)         # width 16, the challenge's most-common-class forget set (benchmarks/regime/w16.toml)
+    FROZEN=b4b9e592d1501df040c0d649540d355f60df20aa
+    ORIGINAL_DIGEST=98a2fbe8c2839be457acd909   # recorded from the N = 32 run (trained at b4b9e59 on the AVX-512 machine)
+    PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16; WT=${HELDOUT_WORKTREE:-/work/heldout-w16-wt} ;;
+  w16-notebook)   # the next held-out test (declared 2026-12-06, docs/regime.md): w16, seed 1, every winner
+                  # with its notebook's reading where its write-up's differs
+    FROZEN=d04203b99101afd52b9b638308a07af9c207757e
+    ORIGINAL_DIGEST=0ffa5f55b576ff5de4f4b913   # recorded from the N = 32 run (trained at d04203b on the AVX-512 machine)
+    PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16-notebook; WT=${HELDOUT_WORKTREE:-/work/heldout-w16nb-wt}
+    SEED=1; EXTRA=(--hp seif.noise_layers=stem --hp seif.class_weights=balanced --hp seif.weighting=batch
+           --hp kookmin.threshold=per_layer --hp sun.first_stage=picks --hp amnesiacs.warmup_classes=all) ;;
+  *) echo "heldout: unknown candidate '$CANDIDATE': use challenge, w16 or w16-notebook." >&2; exit 2 ;;
+esac
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MAIN=$(cd "$HERE/../.." && pwd)
+[ -d "$WT" ] || git -C "$MAIN" worktree add -f "$WT" "$FROZEN"
+[ "$(git -C "$WT" rev-parse HEAD)" = "$FROZEN" ] || { echo "$WT is not at $FROZEN" >&2; exit 1; }
+cd "$WT"
+export PYTHONPATH="$WT" OBLIVIATE_CACHE="$HERE/$CACHE"
+"$MAIN/.venv/bin/python" "$HERE/check_original.py" "$N" "$ORIGINAL_DIGEST" "$PRESET" "$SEED"
