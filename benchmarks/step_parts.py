@@ -21,6 +21,12 @@ dispatch, autograd, Adam over the parameters); `per_example` is the kernels' own
 measured speedup at batch 64: the speedup the stacked path would reach with no fixed cost at all
 (`bound_no_fixed`), the GFLOP/s of its kernels alone (`kernel_gflops`), and the fixed cost a peak_fraction of
 0.30 would allow (`fixed_ms_for_0.30`, against a 2048x2048 fp32 matmul measured in the same process).
+
+`--kernels`: every Conv2d, BatchNorm2d and ReLU call of the stacked step at batch 64, each timed alone (forward
++ backward of a copy of the layer on a random input of the shape and memory format it gets in the step),
+summed per kind beside the whole step measured in the same rounds. If the sum is most of the step, the step
+runs at its kernels' speed and only faster kernels (or fewer FLOPs) can make it faster; the convs' GFLOP/s
+(nominal, forward + 2x backward) against the matmul's says how far those kernels are from the roofline.
 """
 from __future__ import annotations
 
@@ -108,6 +114,66 @@ def decompose(width: int, size: int, k: int, batches: list[int], rounds: int) ->
            "fixed_ms_for_0.30": round(k * mflop * big / (0.30 * peak) - ek * big, 2)}
 
 
+def kernels(width: int, size: int, k: int, rounds: int, batch: int = BATCH) -> dict:
+    """Each layer call of the stacked step timed alone (see the module docstring), paired with the whole step."""
+    import copy
+    from population import matmul_gflops
+    step, _ = case(width, size, k, batch=batch)
+    net = build_model("resnet18", (1, size, size), 10, width=width)
+    net = (population.group_model(net, k) if k > 1 else net).train()                  # k = 1: as case() trains it
+    calls = []                                                 # (kind, layer copy, input shape, format, GFLOP)
+
+    def record(m, inp, out):
+        x = inp[0]
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        kind = type(m).__name__.replace("Grouped", "")
+        flop = 6 * out.numel() * m.weight[0].numel() / 1e9 if isinstance(m, torch.nn.Conv2d) else 0.0
+        calls.append((kind, m, tuple(x.shape), fmt, flop))
+    kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU)
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, kinds)]
+    net(torch.randn(batch, k, size, size).contiguous(memory_format=torch.channels_last if k > 1 else
+                                                    torch.contiguous_format))
+    for h in hooks:
+        h.remove()
+    calls = [(kind, copy.deepcopy(m), *rest) for kind, m, *rest in calls]    # a layer called twice: two copies
+
+    def alone(m, shape, fmt):
+        x = torch.randn(shape).contiguous(memory_format=fmt).requires_grad_(shape[1] > k)   # the stem's input: no grad
+        if isinstance(m, torch.nn.ReLU):
+            m = torch.nn.ReLU()                              # out of place here: its input is a leaf
+        gy = None
+
+        def run():
+            nonlocal gy
+            x.grad = None                                    # as the step's zero_grad(set_to_none=True)
+            m.zero_grad(set_to_none=True)
+            y = m(x)
+            gy = torch.randn_like(y) if gy is None else gy
+            y.backward(gy)
+        return run
+    runs = [alone(m, shape, fmt) for _, m, shape, fmt, _ in calls]
+    for f in runs + [step]:
+        f(); f()
+    per_call, steps = [[] for _ in runs], []
+    for _ in range(rounds):
+        t = time.process_time(); step(); steps.append(time.process_time() - t)
+        for i, f in enumerate(runs):
+            t = time.process_time(); f(); per_call[i].append(time.process_time() - t)
+    med = [statistics.median(v) * 1e3 for v in per_call]
+    by_kind = {}
+    for (kind, *_), ms in zip(calls, med):
+        by_kind[kind] = by_kind.get(kind, 0.0) + ms
+    conv_flop = sum(c[4] for c in calls)
+    conv_ms = sum(ms for c, ms in zip(calls, med) if c[4])
+    step_ms = statistics.median(steps) * 1e3
+    return {"width": width, "size": size, "k": k, "batch": batch, "rounds": rounds,
+            "step_ms": round(step_ms, 2), "layers_alone_ms": {n: round(v, 2) for n, v in by_kind.items()},
+            "layers_sum_ms": round(sum(med), 2), "share_of_step": round(sum(med) / step_ms, 3),
+            "conv_gflops": round(conv_flop / conv_ms * 1e3, 1), "matmul_gflops": round(matmul_gflops()[1], 1),
+            "per_call": [{"kind": c[0], "shape": list(c[2]), "ms": round(ms, 3),
+                          **({"gflops": round(c[4] / ms * 1e3, 1)} if c[4] else {})} for c, ms in zip(calls, med)]}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=int, default=8)
@@ -117,9 +183,19 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--decompose", action="store_true", help="fit step time = fixed + per-example cost")
     ap.add_argument("--batches", default="2,16,32,64", help="batch sizes for --decompose")
+    ap.add_argument("--kernels", action="store_true", help="each layer timed alone at its shape vs the step")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     keep_freed_memory()                                   # as the runner's training processes do
+    if a.kernels:
+        out = kernels(a.width, a.size, a.k, a.rounds)
+        for c in out["per_call"]:
+            print(f"{c['kind']:12s} {str(c['shape']):20s} {c['ms']:7.3f} ms" +
+                  (f"  {c['gflops']:6.1f} GFLOP/s" if "gflops" in c else ""), flush=True)
+        print(f"layers alone {out['layers_sum_ms']} ms of a {out['step_ms']} ms step ({out['share_of_step']:.0%}); "
+              f"convs {out['conv_gflops']} GFLOP/s against the matmul's {out['matmul_gflops']}", flush=True)
+        print(json.dumps({k: v for k, v in out.items() if k != "per_call"}))
+        return
     if a.decompose:
         out = decompose(a.width, a.size, a.k, [int(b) for b in a.batches.split(",")], a.rounds)
         for (label, kk) in (("alone", 1), ("stacked", a.k)):
