@@ -101,12 +101,13 @@ def row_figures(row: dict, diag: dict) -> dict:
 
 def variant_rows(run_dir: Path, project_n: int = 512) -> dict:
     """The post-hoc analysis (docs/regime.md, "the port's readings"): a run of `finetune` and one winner with
-    overridden hyperparameters -> {method: figures and the hyperparameters it ran with}."""
+    overridden hyperparameters -> {winner: figures and the hyperparameters it ran with} (its `finetune` row is not
+    diagnosed: the table reads finetune from the defaults' run)."""
     run = load_run(run_dir)
-    board = run.board
-    dby = {r["method"]: r for r in diagnose_run(run, project_n=project_n)["rows"]}
+    winners = [r["method"] for r in run.board["rows"] if r["role"] == "method" and r["method"] != "finetune"]
+    dby = {r["method"]: r for r in diagnose_run(run, project_n=project_n, methods=winners)["rows"]}
     return {r["method"]: {**row_figures(r, dby[r["method"]]), "hparams": r.get("hparams")}
-            for r in board["rows"] if r["method"] in dby and r["role"] == "method"}
+            for r in run.board["rows"] if r["method"] in dby}
 
 
 def read_table(path: Path | None = None) -> list[dict]:
@@ -169,8 +170,6 @@ def variants_markdown(run_dirs: list[Path], defaults: dict, project_n: int = 512
     shown = set()
     for d in run_dirs:
         for m, x in variant_rows(d, project_n).items():
-            if m == "finetune":
-                continue
             if m not in shown:
                 lines.append(f"| {m} (default, run `{defaults['run']}`) | none: the write-up's reading | "
                              f"{_cells(defaults['rows'][m])} |")

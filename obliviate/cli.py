@@ -238,11 +238,14 @@ def diagnose(run_dir: Path, project_n: int = typer.Option(512, "--project-n", he
                                                                                    "per population (challenge: 512)"),
              draws: int = typer.Option(50, "--draws", help="projection draws per row (interval: their percentiles and "
                                                             "a jackknife over the run's models, docs/projection.md)"),
+             method: Optional[str] = typer.Option(None, "--method", help="only these rows, comma-separated "
+                                                                         "(default: every row)"),
              as_json: bool = typer.Option(False, "--json", help='print {"rows": [...]} as JSON')):
     """Where each row sits against the challenge's regime (spread ratio, location gap, retrained std, forget
     accuracy) and the F it would score at --project-n models, from RUN_DIR's populations (docs/projection.md)."""
     from .report.diagnose import diagnose_run, diagnose_table
-    result = diagnose_run(run_dir, project_n=project_n, draws=draws)
+    methods = [m.strip() for m in method.split(",") if m.strip()] if method is not None else None
+    result = diagnose_run(run_dir, project_n=project_n, draws=draws, methods=methods)
     if as_json:
         import json
         print(json.dumps(result, indent=1))

@@ -178,3 +178,19 @@ def test_run_folder_without_populations_is_refused_in_one_sentence(smoke, tmp_pa
 def test_bad_projection_settings_are_refused_in_one_sentence(smoke, args, says):
     r = cli("diagnose", smoke, *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr and says in r.stderr, r.stderr
+
+
+def test_method_filter_gives_the_whole_diagnosis_rows_and_refuses_unknown_names(smoke, diag):
+    part = diagnose_run(smoke, project_n=N, draws=40, methods=["finetune"])
+    assert [r["method"] for r in part["rows"]] == ["finetune"]
+    whole = {r["method"]: r for r in diag["rows"]}
+    assert part["rows"][0] == whole["finetune"]                       # seeded by its own name: same figures
+    assert part["projected_ceiling"] == diag["projected_ceiling"]
+    with pytest.raises(UserError, match="has no row for scrub"):
+        diagnose_run(smoke, methods=["finetune", "scrub"])
+    r = cli("diagnose", smoke, "--method", "finetune,original", "--draws", 8, "--json")
+    assert r.returncode == 0, r.stderr
+    assert [row["method"] for row in json.loads(r.stdout)["rows"]] == ["finetune", "original"]
+    for bad, says in (("nope", "has no row for nope"), (",", "--method names no row")):
+        r = cli("diagnose", smoke, "--method", bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and says in r.stderr, r.stderr

@@ -19,9 +19,12 @@ def _row_seed(seed: int, name: str) -> list[int]:
     return [seed & 0xFFFFFFFF, *name.encode()]
 
 
-def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confidence: float = CONFIDENCE) -> dict:
+def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confidence: float = CONFIDENCE,
+                 methods: list[str] | None = None) -> dict:
     """{"run", "n_models", "project_n", "draws", "rows": [one dict per leaderboard row, KEYS]}; UserError when the
-    run folder lacks its populations (the diagnostics need every model's confidences, not only the scores)."""
+    run folder lacks its populations (the diagnostics need every model's confidences, not only the scores).
+    `methods`: only those rows, in the board's order (each row's projection is seeded by its own name, so its
+    figures are those of a whole-board diagnosis); the ceiling is always projected."""
     if project_n < 2:
         raise UserError(f"--project-n must be at least 2 models (got {project_n}); the challenge used 512.")
     if draws < 2:
@@ -31,11 +34,20 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
     if not (run.path / "populations" / "retrained.npz").is_file():
         raise UserError(f"{run.path} has no populations/retrained.npz, so there are no per-model confidences to "
                         f"diagnose: re-run `obliviate run` (it writes the populations) and diagnose that folder.")
+    if methods is not None and not methods:
+        raise UserError("--method names no row: give one or more of the run's methods, comma-separated.")
+    if methods is not None:
+        unknown = sorted(set(methods) - {row["method"] for row in run.rows})
+        if unknown:
+            raise UserError(f"{run.path} has no row for {', '.join(unknown)}: its rows are "
+                            f"{', '.join(row['method'] for row in run.rows)}.")
     ref = run.reference()
     seed = int(run.board.get("seed", 0) or 0)
     r_forget = float(np.mean(ref["forget_acc"])) if "forget_acc" in ref else None
     rows = []
     for row in run.rows:
+        if methods is not None and row["method"] not in methods:
+            continue
         conf = run.row_population(row)["conf"]
         ratio, gap = spread_and_gap(conf, ref["conf"])
         point, (lo, hi) = project_forgetting_quality(conf, ref["conf"], n=project_n, draws=draws,
