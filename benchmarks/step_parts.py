@@ -49,17 +49,24 @@ from obliviate.models import build_model  # noqa: E402
 BATCH = 64      # the challenge's batch size
 
 
+def network(width: int, size: int, k: int):
+    """(net in train mode, its input's memory format): K stacked models as train_grouped builds them (channels_last
+    input), or for k = 1 a plain model as train_model trains it (contiguous input)."""
+    models = [build_model("resnet18", (1, size, size), 10, seed=s, width=width) for s in range(k)]
+    if k == 1:
+        return models[0].train(), torch.contiguous_format
+    net = population.load_group(population.group_model(models[0], k), [m.state_dict() for m in models])
+    return net.train(), torch.channels_last
+
+
 def case(width: int, size: int, k: int, *, drop=(), adam: bool = True, bf16: bool = False, batch: int = BATCH):
     """(step function, models per step): one training step of K stacked models (k = 1: a plain model)."""
-    models = [build_model("resnet18", (1, size, size), 10, seed=s, width=width) for s in range(k)]
-    net = (population.load_group(population.group_model(models[0], k), [m.state_dict() for m in models])
-           if k > 1 else models[0]).train()
+    net, fmt = network(width, size, k)
     for parent in list(net.modules()):
         for name, m in list(parent.named_children()):
             if isinstance(m, drop):
                 setattr(parent, name, torch.nn.Identity())
-    x = torch.randn(batch, k, size, size).contiguous(memory_format=torch.channels_last if k > 1 else
-                                                     torch.contiguous_format)
+    x = torch.randn(batch, k, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (k * batch,))
     opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=5e-3, fused=True)
 
@@ -119,8 +126,7 @@ def kernels(width: int, size: int, k: int, rounds: int, batch: int = BATCH) -> d
     import copy
     from population import matmul_gflops
     step, _ = case(width, size, k, batch=batch)
-    net = build_model("resnet18", (1, size, size), 10, width=width)
-    net = (population.group_model(net, k) if k > 1 else net).train()                  # k = 1: as case() trains it
+    net, net_fmt = network(width, size, k)                     # the step's network, for its layers' shapes
     calls = []                                                 # (kind, layer copy, input shape, format, GFLOP)
 
     def record(m, inp, out):
@@ -131,8 +137,7 @@ def kernels(width: int, size: int, k: int, rounds: int, batch: int = BATCH) -> d
         calls.append((kind, m, tuple(x.shape), fmt, flop))
     kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU)
     hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, kinds)]
-    net(torch.randn(batch, k, size, size).contiguous(memory_format=torch.channels_last if k > 1 else
-                                                    torch.contiguous_format))
+    net(torch.randn(batch, k, size, size).contiguous(memory_format=net_fmt))
     for h in hooks:
         h.remove()
     calls = [(kind, copy.deepcopy(m), *rest) for kind, m, *rest in calls]    # a layer called twice: two copies

@@ -34,9 +34,9 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
     if not (run.path / "populations" / "retrained.npz").is_file():
         raise UserError(f"{run.path} has no populations/retrained.npz, so there are no per-model confidences to "
                         f"diagnose: re-run `obliviate run` (it writes the populations) and diagnose that folder.")
-    if methods is not None and not methods:
-        raise UserError("--method names no row: give one or more of the run's methods, comma-separated.")
     if methods is not None:
+        if not methods:
+            raise UserError("--method names no row: give one or more of the run's methods, comma-separated.")
         unknown = sorted(set(methods) - {row["method"] for row in run.rows})
         if unknown:
             raise UserError(f"{run.path} has no row for {', '.join(unknown)}: its rows are "
