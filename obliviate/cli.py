@@ -63,8 +63,9 @@ def parse_hp(items) -> dict:
 
 def leaderboard_table(board: dict) -> Table:
     from rich.table import Table
-    from .write import COLUMNS, fmt, row_label
-    t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}")
+    from .write import COLUMNS, fmt, reading_note, row_label
+    t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}"
+                    + reading_note(board, " · "))
     short = {"forgetting_quality": "F", "n_models": "N"}            # narrow headers leave room for the interval
     ci = any(r.get("score_ci") for r in board["rows"])
     level = f"{100 * (board.get('confidence') or 0.95):g}%"
@@ -103,6 +104,8 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
         budget: float = typer.Option(0.2, help="compute budget per unlearning run, as a fraction of one retraining"),
         confidence: float = typer.Option(0.95, help="interval level of F, score and ranks (docs/intervals.md)"),
         hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="hyperparameters saved by `tune`"),
+        reading: str = typer.Option("write-up", help="where a winner's write-up and its Kaggle notebook disagree: "
+                                                     "write-up | notebook (`obliviate methods` lists both)"),
         report: bool = typer.Option(True, "--report/--no-report", help="write report.html at the end"),
         pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale",
                                                     help="inputs times this for every model (default: the "
@@ -118,7 +121,7 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
                     out=str(out) if out else None, cache=str(cache) if cache else None,
                     data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor, workers=workers,
                     address=address, budget=budget, report=report, hp_preset=hp_preset, pixel_scale=pixel_scale,
-                    confidence=confidence, bounds=bounds)
+                    confidence=confidence, bounds=bounds, reading=reading)
     board, out_dir = run_protocol(cfg, progress=None if quiet else RichProgress())
     if not quiet:
         console.print(leaderboard_table(board))
@@ -171,6 +174,11 @@ def methods():
         t.add_row(str(m.place), name, ", ".join(m.aliases), m.team, m.reported, m.writeup,
                   ", ".join(f"{k}={v}" for k, v in m.defaults.items()))
     console.print(t)
+    console.print("defaults follow each write-up; `run --reading notebook` takes the Kaggle notebook's reading (as "
+                  "xcadet/deepunlearn ported it) where the two disagree:")
+    for name in winners():
+        if METHODS[name].notebook:
+            console.print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in METHODS[name].notebook))
     notes = small_model_notes()
     if notes:
         console.print("on the small registered models (designed for ResNet-18):")

@@ -61,6 +61,8 @@ class RunConfig:
     report: bool = True
     role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
     hp_preset: str | None = None                    # a name saved by `obliviate tune`
+    reading: str = "write-up"                       # a winner's write-up (default) or its "notebook" where
+                                                    # they disagree (methods/registry.py READINGS)
     workers: int | None = None                      # local executor processes (None: auto_workers)
     confidence: float | None = 0.95                 # interval level of F, score, ranks (metrics/resample.py);
                                                     # None: no intervals
@@ -113,14 +115,14 @@ def model_spec(preset: Preset) -> dict:
 
 
 def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
-    """One Population per requested method: names expanded, hyperparameters resolved (tuned values, then
-    --hp overrides), and the code fingerprint that goes into every key."""
+    """One Population per requested method: names expanded, hyperparameters resolved (the chosen reading, then
+    tuned values, then --hp overrides), and the code fingerprint that goes into every key."""
     tuned = (store or Store(cfg.cache or default_cache())).load_hp_preset(cfg.hp_preset, cfg.preset) if cfg.hp_preset else {}
     names = expand_method_names(cfg.methods)      # "all", "winners", comma lists, aliases -> canonical names
     used, pops = set(), []
     for name in names:
         method = get_method(name)
-        mine = dict(tuned.get(name, {}))
+        mine = {**method.reading(cfg.reading), **tuned.get(name, {})}
         for k, v in cfg.hp.items():
             scope, _, hk = k.rpartition(".")
             if (scope == "" or canonical_name(scope) == name) and hk in method.defaults:   # an alias scopes too

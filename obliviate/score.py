@@ -115,7 +115,7 @@ def score(plan: Plan, populations: dict, retrain_seconds: float, workers: int, t
             "device": plan.device.type, "executor": cfg.executor, "workers": workers,
             "retrain_seconds": retrain_seconds, "cost_clock": cost_clock_name(plan.device),
             "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
-            "hp_preset": cfg.hp_preset, "confidence": cfg.confidence,
+            "hp_preset": cfg.hp_preset, "reading": cfg.reading, "confidence": cfg.confidence,
             "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
             "preset_record": plan.preset.describe(),
             "rows": score_rows(plan, populations, retrain_seconds, store)}

@@ -40,9 +40,14 @@ def row_label(row) -> str:
     return f"{row['method']}{tag}{' [small model]' if row.get('small_model_note') else ''}"
 
 
+def reading_note(board: dict, sep: str) -> str:
+    """`sep` + "winners read by their notebooks" when the run took `--reading notebook`; "" for the default."""
+    return f"{sep}winners read by their notebooks" if board.get("reading") == "notebook" else ""
+
+
 def leaderboard_markdown(board: dict) -> str:
     head = (f"# Leaderboard: {board['preset']} (forget {board['forget']}, N = {board['n_models']}, "
-            f"seed {board['seed']})\n\n")
+            f"seed {board['seed']}{reading_note(board, ', ')})\n\n")
     ranked = any(r.get("rank_ci") for r in board["rows"])
     extra = ["rank (interval)", "P(> next)"] if ranked else []
     lines = ["| " + " | ".join(list(COLUMNS) + extra) + " |", "|" + "---|" * (len(COLUMNS) + len(extra))]

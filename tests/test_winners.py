@@ -80,6 +80,53 @@ def test_methods_command_shows_places_and_classics_apart():
     assert "private 0.0785" in winners_part and "458531" in winners_part
     assert "amnesiacs on mlp" in winners_part and "whole network is reset" in winners_part
     assert "scrub" in classic_part and "amnesiacs" not in classic_part
+    assert "  kookmin: threshold=per_layer" in winners_part and "  fanchuan:" not in winners_part  # notebook reading
+
+
+# --- the two readings: write-up (default) and notebook -------------------------------------------------------
+def candidate_flags(name: str) -> dict:
+    """The --hp flags `benchmarks/heldout/candidate.sh` passes for held-out candidate `name` ({method.hp: value})."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh").read_text()
+    block = re.search(rf"^  {re.escape(name)}\)(.*?);;", text, re.S | re.M).group(1)
+    return dict(kv.split("=", 1) for kv in re.findall(r"--hp ([^\s)]+)", block))
+
+
+def test_notebook_reading_is_what_the_held_out_test_ran():
+    """`--reading notebook` gives every winner exactly the hyperparameters the declared w16-notebook test passed
+    as --hp flags (docs/regime.md), and the write-up reading is the defaults; --hp still overrides a reading."""
+    from obliviate.plan import RunConfig, method_populations
+    flags = candidate_flags("w16-notebook")
+    assert len(flags) == 6                                       # seif x3, kookmin, sun, amnesiacs
+    by_reading = {r: {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], reading=r))}
+                  for r in ("write-up", "notebook")}
+    by_flags = {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], hp=flags))}
+    assert by_reading["notebook"] == by_flags
+    assert by_reading["write-up"] == {n: METHODS[n].defaults for n in WINNERS + ["finetune"]}
+    changed = {n for n in by_flags if by_reading["notebook"][n] != by_reading["write-up"][n]}
+    assert changed == {"seif", "kookmin", "sun", "amnesiacs"}
+    [kookmin] = method_populations(RunConfig(methods=["msg"], reading="notebook", hp={"kookmin.threshold": "global"}))
+    assert kookmin.hparams["threshold"] == "global"              # an explicit --hp wins over the reading
+    with pytest.raises(UserError, match="unknown reading 'port'"):
+        method_populations(RunConfig(methods=["finetune"], reading="port"))
+
+
+def test_reading_is_recorded_and_refused_at_the_command_line(tmp_path):
+    import json
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "obliviate.cli", "run", "--preset", "smoke", "-n", "2", "-q",
+                               "--no-report", "--cache", str(tmp_path / "c"), *args], capture_output=True, text=True)
+    r = cli("--reading", "notbook", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "unknown reading 'notbook'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()                      # refused before anything is written
+    r = cli("--method", "msg", "--reading", "notebook", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    board = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
+    [row] = [x for x in board["rows"] if x["method"] == "kookmin"]
+    assert board["reading"] == "notebook" and row["hparams"]["threshold"] == "per_layer"
+    assert "winners read by their notebooks" in (tmp_path / "run" / "leaderboard.md").read_text().splitlines()[0]
 
 
 # --- what a winner becomes on a small model ---------------------------------------------------------------

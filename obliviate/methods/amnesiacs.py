@@ -57,7 +57,8 @@ def degenerate(model, hp):
 
 
 @register_method("amnesiacs", aliases=("reset_distill",), place=6, team="Algorithmic Amnesiacs",
-                 reported="private 0.0783 (0/1 warm-up), 0.0722 (all)", writeup="458740", degenerate=degenerate)
+                 reported="private 0.0783 (0/1 warm-up), 0.0722 (all)", writeup="458740", degenerate=degenerate,
+                 notebook={"warmup_classes": "all"})
 def amnesiacs(model, retain, forget, val, *, generator,
               warmup_classes: str = "forget",  # warm-up on val images of D_f's classes (write-up's better private)
               warmup_epochs: int = 3,          # distillation epochs on val: notebook, via DU

@@ -70,7 +70,7 @@ def degenerate(model, hp):
 
 
 @register_method("kookmin", aliases=("msg",), place=2, team="Kookmin University", reported="—", writeup="459200",
-                 degenerate=degenerate)
+                 degenerate=degenerate, notebook={"threshold": "per_layer"})
 def kookmin(model, retain, forget, val, *, generator,
             threshold: str = "global",       # one threshold over all conv weights (write-up); "per_layer": port
             init_rate: float = 0.3,          # share of conv weights re-initialised: write-up ("our best"), port

@@ -69,7 +69,8 @@ def degenerate(model, hp):
 
 
 @register_method("seif", place=3, team="Seif (Seifeddine Achour)", reported="private 0.0885", writeup="459334",
-                 degenerate=degenerate)
+                 degenerate=degenerate,
+                 notebook={"noise_layers": "stem", "class_weights": "balanced", "weighting": "batch"})
 def seif(model, retain, forget, val, *, generator,
          noise_layers: str = "all",       # "all" convs (write-up) or "stem" (port)
          noise_std: float = 0.6,          # sigma of the first confusion (write-up; port)

@@ -62,7 +62,7 @@ def degenerate(model, hp):
 
 
 @register_method("sun", aliases=("noise_injection",), place=7, team="Jiaxi Sun", reported="—", writeup="459095",
-                 degenerate=degenerate)
+                 degenerate=degenerate, notebook={"first_stage": "picks"})
 def sun(model, retain, forget, val, *, generator,
         first_stage: str = "all",           # epoch 0 trains: "all" (write-up) or "picks" (port: 9 tensors + BN)
         noise_epochs: int = 5,              # epochs 0-4 (9 total - 4 fine): notebook, via DU
