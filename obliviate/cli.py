@@ -139,12 +139,14 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
                                                 "infeasible (the challenge's rule); inf to tune the score alone"),
          seed: int = typer.Option(0), device: str = typer.Option("auto"),
          cache: Optional[Path] = typer.Option(None), data: Optional[Path] = typer.Option(None),
+         reading: str = typer.Option("write-up", help="tune a winner as its write-up or its notebook reads it "
+                                                      "(saved with the tuned values)"),
          quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Tune a method's hyperparameters on a tuning forget set (identities disjoint from the evaluation one)."""
     from .runner import RunConfig
     from .tune import tune as run_tune
     cfg = RunConfig(preset=preset, n_models=n_models, seed=seed, device=device, cache=str(cache) if cache else None,
-                    data=str(data) if data else None, quiet=True, budget=budget)
+                    data=str(data) if data else None, quiet=True, budget=budget, reading=reading)
     show = None if quiet else (lambda i, hp, row: console.print(
         f"trial {i}: score {row['score']:.4f} cost {row['cost']:.3f}{' [over budget]' if row['over_budget'] else ''}  "
         + ", ".join(f"{k}={v:.4g}" for k, v in hp.items())))

@@ -108,7 +108,9 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
     study.optimize(objective, n_trials=trials)
     bt, t0 = study.best_trial, study.trials[0]
     best = {k: v for k, v in bt.params.items() if k in space}
-    path = Store(cfg.cache or default_cache()).save_hp_preset(name, cfg.preset, method, best)
+    # the reading's choices are saved with the tuned numbers, so `run --hp-preset NAME` runs what was tuned
+    path = Store(cfg.cache or default_cache()).save_hp_preset(name, cfg.preset, method,
+                                                              {**m.reading(cfg.reading), **best})
     return {"method": method, "best": best, "score": bt.user_attrs["score"], "cost": bt.user_attrs["cost"],
             "within_budget": not bt.user_attrs["over_budget"], "budget": cfg.budget, "path": str(path),
             "default_score": t0.user_attrs["score"], "default_cost": t0.user_attrs["cost"],

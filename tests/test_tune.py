@@ -33,6 +33,21 @@ def test_tune_saves_preset_that_run_uses(tmp_path):
     assert row["hparams"]["lr"] == pytest.approx(res["best"]["lr"]) and board["hp_preset"] == "t1"
 
 
+def test_tuning_a_reading_saves_it_with_the_tuned_values(tmp_path):
+    """`tune --reading notebook` tunes the notebook's reading (trial 0 runs it) and saves its choices beside the
+    tuned numbers, so a later `run --hp-preset` without --reading runs what was tuned."""
+    cfg = RunConfig(preset="smoke", n_models=2, cache=str(tmp_path / "c"), quiet=True, budget=float("inf"),
+                    reading="notebook")
+    seen = []
+    tune(cfg, "kookmin", trials=1, name="nb", on_trial=lambda i, hp, row: seen.append(row))
+    assert seen[0]["hparams"]["threshold"] == "per_layer"
+    saved = json.loads((tmp_path / "c" / "hp-presets" / "nb.json").read_text())["smoke"]["kookmin"]
+    assert saved["threshold"] == "per_layer" and "lr" in saved
+    board, _ = run(RunConfig(preset="smoke", n_models=2, cache=str(tmp_path / "c"), out=str(tmp_path / "o"),
+                             methods=["kookmin"], hp_preset="nb", report=False))
+    assert next(r for r in board["rows"] if r["method"] == "kookmin")["hparams"]["threshold"] == "per_layer"
+
+
 def test_missing_hp_preset_is_one_sentence(tmp_path):
     with pytest.raises(UserError, match="not found"):
         run(RunConfig(preset="smoke", n_models=4, cache=str(tmp_path), out=str(tmp_path / "o"), hp_preset="nope"))
