@@ -19,7 +19,13 @@ case "$CANDIDATE" in
     PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16-notebook; WT=${HELDOUT_WORKTREE:-/work/heldout-w16nb-wt}
     SEED=1; EXTRA=(--hp seif.noise_layers=stem --hp seif.class_weights=balanced --hp seif.weighting=batch
            --hp kookmin.threshold=per_layer --hp sun.first_stage=picks --hp amnesiacs.warmup_classes=all) ;;
-  *) echo "heldout: unknown candidate '$CANDIDATE': use challenge, w16 or w16-notebook." >&2; exit 2 ;;
+  w16-seed1-writeup)   # post hoc (declared 2026-12-07, docs/regime.md): the notebook test's commit, cache and
+                       # seed, every winner read by its write-up (no --hp): readings or seeds?
+    FROZEN=d04203b99101afd52b9b638308a07af9c207757e
+    ORIGINAL_DIGEST=0ffa5f55b576ff5de4f4b913
+    PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16-notebook; WT=${HELDOUT_WORKTREE:-/work/heldout-w16nb-wt}
+    SEED=1 ;;
+  *) echo "heldout: unknown candidate '$CANDIDATE': use challenge, w16, w16-notebook or w16-seed1-writeup." >&2; exit 2 ;;
 esac
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAIN=$(cd "$HERE/../.." && pwd)
