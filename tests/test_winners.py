@@ -89,7 +89,7 @@ def candidate_flags(name: str) -> dict:
     import re
     from pathlib import Path
     text = (Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh").read_text()
-    block = re.search(rf"^  {re.escape(name)}\)(.*?);;", text, re.S | re.M).group(1)
+    block = re.search(rf"^  (?:[\w-]+\|)*{re.escape(name)}(?:\|[\w-]+)*\)(.*?);;", text, re.S | re.M).group(1)
     return dict(kv.split("=", 1) for kv in re.findall(r"--hp ([^\s)]+)", block))
 
 

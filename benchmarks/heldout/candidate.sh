@@ -12,19 +12,18 @@ case "$CANDIDATE" in
     FROZEN=b4b9e592d1501df040c0d649540d355f60df20aa
     ORIGINAL_DIGEST=98a2fbe8c2839be457acd909   # recorded from the N = 32 run (trained at b4b9e59 on the AVX-512 machine)
     PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16; WT=${HELDOUT_WORKTREE:-/work/heldout-w16-wt} ;;
-  w16-notebook)   # the next held-out test (declared 2026-12-06, docs/regime.md): w16, seed 1, every winner
-                  # with its notebook's reading where its write-up's differs
+  w16-notebook|w16-seed1-writeup)
+    # w16-notebook: the next held-out test (declared 2026-12-06, docs/regime.md): w16, seed 1, every winner with
+    # its notebook's reading where its write-up's differs. w16-seed1-writeup: post hoc (declared 2026-12-07,
+    # docs/regime.md), the same commit, cache and seed with every winner read by its write-up (no --hp).
     FROZEN=d04203b99101afd52b9b638308a07af9c207757e
     ORIGINAL_DIGEST=0ffa5f55b576ff5de4f4b913   # recorded from the N = 32 run (trained at d04203b on the AVX-512 machine)
     PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16-notebook; WT=${HELDOUT_WORKTREE:-/work/heldout-w16nb-wt}
-    SEED=1; EXTRA=(--hp seif.noise_layers=stem --hp seif.class_weights=balanced --hp seif.weighting=batch
-           --hp kookmin.threshold=per_layer --hp sun.first_stage=picks --hp amnesiacs.warmup_classes=all) ;;
-  w16-seed1-writeup)   # post hoc (declared 2026-12-07, docs/regime.md): the notebook test's commit, cache and
-                       # seed, every winner read by its write-up (no --hp): readings or seeds?
-    FROZEN=d04203b99101afd52b9b638308a07af9c207757e
-    ORIGINAL_DIGEST=0ffa5f55b576ff5de4f4b913
-    PRESET=benchmarks/regime/w16.toml; CACHE=cache-w16-notebook; WT=${HELDOUT_WORKTREE:-/work/heldout-w16nb-wt}
-    SEED=1 ;;
+    SEED=1
+    if [ "$CANDIDATE" = w16-notebook ]; then
+      EXTRA=(--hp seif.noise_layers=stem --hp seif.class_weights=balanced --hp seif.weighting=batch
+             --hp kookmin.threshold=per_layer --hp sun.first_stage=picks --hp amnesiacs.warmup_classes=all)
+    fi ;;
   *) echo "heldout: unknown candidate '$CANDIDATE': use challenge, w16, w16-notebook or w16-seed1-writeup." >&2; exit 2 ;;
 esac
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

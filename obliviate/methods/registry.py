@@ -86,7 +86,7 @@ def register_method(name: str, *, aliases=(), place=None, team="", reported="", 
         METHODS[name] = Method(name, fn, defaults, inspect.getdoc(fn) or inspect.getdoc(inspect.getmodule(fn)) or "",
                                tuple(aliases), place, team, reported, writeup, degenerate,
                                notebook=tuple((notebook or {}).items()))
-        bad = [k for k in dict(METHODS[name].notebook) if k not in defaults]
+        bad = [k for k in (notebook or {}) if k not in defaults]
         if bad:
             raise TypeError(f"method {name!r}: notebook reading names {bad[0]!r}, which is not a hyperparameter")
         for a in aliases:
