@@ -90,6 +90,8 @@ def candidate_flags(name: str) -> dict:
     from pathlib import Path
     text = (Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh").read_text()
     block = re.search(rf"^  (?:[\w-]+\|)*{re.escape(name)}(?:\|[\w-]+)*\)(.*?);;", text, re.S | re.M).group(1)
+    if re.search(rf'"\$CANDIDATE" = {re.escape(name)} \]; then EXTRA=\("\$\{{NOTEBOOK_HP\[@\]\}}"\)', block):
+        block = re.search(r"^NOTEBOOK_HP=\((.*?)\)$", text, re.S | re.M).group(1)
     return dict(kv.split("=", 1) for kv in re.findall(r"--hp ([^\s)]+)", block))
 
 
@@ -99,6 +101,8 @@ def test_notebook_reading_is_what_the_held_out_test_ran():
     from obliviate.plan import RunConfig, method_populations
     flags = candidate_flags("w16-notebook")
     assert len(flags) == 6                                       # seif x3, kookmin, sun, amnesiacs
+    assert candidate_flags("w16-seed0-notebook") == flags        # the post-hoc seed-0 board: the same readings
+    assert candidate_flags("w16") == candidate_flags("w16-seed1-writeup") == {}   # write-up readings: no --hp
     by_reading = {r: {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], reading=r))}
                   for r in ("write-up", "notebook")}
     by_flags = {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], hp=flags))}
