@@ -5,6 +5,7 @@
     python benchmarks/heldout.py benchmarks/heldout/runs/challenge-winners-n32 --write-doc
     bash benchmarks/heldout/run.sh 32 w16                              # the same test on `w16` (declared 2026-12-05)
     python benchmarks/heldout.py benchmarks/heldout/runs/w16-winners-n32 --candidate w16 --write-doc
+    python benchmarks/heldout.py --grid [--write-doc]                  # readings x seeds on w16 (post hoc)
 
 Per run: every row's score, F and intervals, cost in budgets, P(> finetune); the winners above `finetune`
 (within the budget and P >= 0.975); Spearman's rho against the challenge's order with its interval
@@ -181,6 +182,35 @@ def variants_markdown(run_dirs: list[Path], defaults: dict, project_n: int = 512
     return "\n".join(lines)
 
 
+# Readings x seeds on `w16` (docs/regime.md, "Post hoc: the notebook readings on seed 0"): which candidate's
+# held-out line fills each cell. Two declared tests (w16, w16-notebook) and two post-hoc boards.
+GRID = {(0, "write-up"): "w16", (0, "notebook"): "w16-seed0-notebook",
+        (1, "write-up"): "w16-seed1-writeup", (1, "notebook"): "w16-notebook"}
+GRID_BLOCK = "<!-- heldout-grid:start -->", "<!-- heldout-grid:end -->"
+
+
+def grid_markdown(n: int = VERDICT_N, tables=lambda c: candidate_files(c)[0]) -> str:
+    """The two-by-two at N = n, each cell from its candidate's committed line: verdict, winners clearly above
+    `finetune` within the budget, rho with its interval; a cell whose line is missing says how to run it."""
+    out = [f"| `w16`, N = {n} | write-up readings (the defaults) | notebook readings (`--reading notebook`) |",
+           "|---|---|---|"]
+    for seed in sorted({s for s, _ in GRID}):
+        cells = []
+        for reading in ("write-up", "notebook"):
+            cand = GRID[seed, reading]
+            line = [r for r in read_table(tables(cand)) if r["n_models"] == n]
+            if not line:
+                cells.append(f"not run (`bash benchmarks/heldout/run.sh {n} {cand}`)")
+                continue
+            r = line[0]
+            lo, hi = r["spearman_ci"] or (float("nan"), float("nan"))
+            clearly = r["clearly_above_finetune"]
+            cells.append(f"{r['verdict']}: {len(clearly)} of 8 ({', '.join(clearly) or 'none'}), "
+                         f"rho {r['spearman']:+.2f} ({lo:+.2f} to {hi:+.2f}) (`{cand}`)")
+        out.append(f"| seed {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def write_doc(rows: list[dict], doc: Path | None = None, candidate: str = "challenge") -> None:
     _, start, end = candidate_files(candidate)
     regime.write_block(doc or DOC, start, end, markdown(rows))
@@ -193,12 +223,20 @@ def main(argv=None):
     ap.add_argument("--write-doc", action="store_true", help="write the table into docs/regime.md")
     ap.add_argument("--candidate", default="challenge",
                     help="whose test: `challenge` (default) or `w16` (its own table and block in docs/regime.md)")
+    ap.add_argument("--grid", action="store_true",
+                    help="readings x seeds on w16 at N = 128 from the four committed lines (docs/regime.md)")
     ap.add_argument("--variants", type=Path, nargs="+", default=None,
                     help="post-hoc variant runs (benchmarks/heldout/variants.sh): their rows beside the defaults' "
                          "of the candidate's held-out line at the same N")
     a = ap.parse_args(argv)
     table, _, _ = candidate_files(a.candidate)
     try:
+        if a.grid:
+            text = grid_markdown()
+            print(text)
+            if a.write_doc:
+                regime.write_block(DOC, *GRID_BLOCK, text)
+            return
         if a.variants:
             n = load_run(a.variants[0]).board["n_models"]
             defaults = [r for r in read_table(table) if r["n_models"] == n]

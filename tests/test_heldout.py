@@ -89,3 +89,24 @@ def test_variants_table_names_what_each_variant_changed(winners_run, tmp_path):
     board = json.loads((variant / "leaderboard.json").read_text())
     seif = next(r for r in board["rows"] if r["method"] == "seif")
     assert f"{seif['score']:.4f}" in lines[3] and seif["hparams"]["class_weights"] == "balanced"
+
+
+def test_grid_reads_each_cell_from_its_candidates_line_at_the_verdicts_n(tmp_path):
+    """`heldout.py --grid`: every cell from its own candidate's table at N = 128 (a preview line at another N is
+    not read), with its verdict, the winners clearly above finetune and rho's interval; a missing cell says how
+    to run it."""
+    def line(n, verdict, clearly, rho, ci):
+        return {"n_models": n, "verdict": verdict, "clearly_above_finetune": clearly, "spearman": rho,
+                "spearman_ci": ci}
+    tables = {c: tmp_path / f"{c}.jsonl" for c in heldout.GRID.values()}
+    heldout.regime.write_table([line(32, "preview", ["seif"], 0.9, [0.8, 0.95]),
+                                line(128, "partly", ["seif", "kookmin"], 0.35, [0.18, 0.4])], tables["w16-notebook"])
+    heldout.regime.write_table([line(128, "does not", [], -0.4, [-0.48, -0.33])], tables["w16"])
+    heldout.regime.write_table([line(128, "does not", ["toshi_k"], -0.1, [-0.2, 0.05])], tables["w16-seed1-writeup"])
+    text = heldout.grid_markdown(128, tables=tables.get)
+    seed0, seed1 = [r for r in text.splitlines() if r.startswith("| seed")]
+    assert "does not: 0 of 8 (none), rho -0.40 (-0.48 to -0.33) (`w16`)" in seed0
+    assert "not run (`bash benchmarks/heldout/run.sh 128 w16-seed0-notebook`)" in seed0
+    assert seed1.index("does not: 1 of 8 (toshi_k), rho -0.10") < seed1.index("partly: 2 of 8 (seif, kookmin), "
+                                                                                 "rho +0.35 (+0.18 to +0.40)")
+    assert "preview" not in text and "0.90" not in text
