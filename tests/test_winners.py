@@ -4,6 +4,7 @@ Team Forget's drawn layers, toshi_k's A/B routing, sun's first stage, amnesiacs'
 conv noise and class weights, and what each becomes on the small registered models."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,6 +104,8 @@ def test_notebook_reading_is_what_the_held_out_test_ran():
     assert len(flags) == 6                                       # seif x3, kookmin, sun, amnesiacs
     assert candidate_flags("w16-seed0-notebook") == flags        # the post-hoc seed-0 board: the same readings
     assert candidate_flags("w16") == candidate_flags("w16-seed1-writeup") == {}   # write-up readings: no --hp
+    text = (Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh").read_text()
+    assert "EXTRA=(--reading notebook)" in text.split("  challenge-notebook)", 1)[1].split(";;", 1)[0]
     by_reading = {r: {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], reading=r))}
                   for r in ("write-up", "notebook")}
     by_flags = {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], hp=flags))}

@@ -8,6 +8,7 @@
 #   bash benchmarks/heldout/run.sh N w16-notebook   # the next test: notebook readings, seed 1 (declared 2026-12-06)
 #   bash benchmarks/heldout/run.sh N w16-seed1-writeup   # post hoc: the same, write-up readings (declared 2026-12-07)
 #   bash benchmarks/heldout/run.sh N w16-seed0-notebook  # post hoc: w16 (seed 0) with the notebook readings (declared 2026-12-07)
+#   bash benchmarks/heldout/run.sh N challenge-notebook  # `challenge` with --reading notebook (declared 2026-12-07)
 # The originals' weights (2.8 MB each) are not committed: a fresh clone retrains one (~4 min, one core) and the
 # run goes on only if its tensors equal the original every committed chunk was unlearned from (measured for
 # `challenge`: retrained at 13af352 on this machine, max |difference| 0).
