@@ -222,7 +222,9 @@ def main(argv=None):
     ap.add_argument("--project-n", type=int, default=512)
     ap.add_argument("--write-doc", action="store_true", help="write the table into docs/regime.md")
     ap.add_argument("--candidate", default="challenge",
-                    help="whose test: `challenge` (default) or `w16` (its own table and block in docs/regime.md)")
+                    help="whose test: `challenge` (default) or another candidate of benchmarks/heldout/candidate.sh "
+                         "(`w16`, `w16-notebook`, `challenge-notebook`, ...: each its own table and block in "
+                         "docs/regime.md)")
     ap.add_argument("--grid", action="store_true",
                     help="readings x seeds on w16 at N = 128 from the four committed lines (docs/regime.md)")
     ap.add_argument("--variants", type=Path, nargs="+", default=None,
