@@ -85,12 +85,20 @@ def test_methods_command_shows_places_and_classics_apart():
 
 
 # --- the two readings: write-up (default) and notebook -------------------------------------------------------
+CANDIDATE_SH = Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh"
+
+
+def candidate_block(name: str) -> str:
+    """The body of held-out candidate `name`'s branch of `benchmarks/heldout/candidate.sh`'s case."""
+    import re
+    return re.search(rf"^  (?:[\w-]+\|)*{re.escape(name)}(?:\|[\w-]+)*\)(.*?);;", CANDIDATE_SH.read_text(),
+                     re.S | re.M).group(1)
+
+
 def candidate_flags(name: str) -> dict:
     """The --hp flags `benchmarks/heldout/candidate.sh` passes for held-out candidate `name` ({method.hp: value})."""
     import re
-    from pathlib import Path
-    text = (Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh").read_text()
-    block = re.search(rf"^  (?:[\w-]+\|)*{re.escape(name)}(?:\|[\w-]+)*\)(.*?);;", text, re.S | re.M).group(1)
+    text, block = CANDIDATE_SH.read_text(), candidate_block(name)
     if re.search(rf'"\$CANDIDATE" = {re.escape(name)} \]; then EXTRA=\("\$\{{NOTEBOOK_HP\[@\]\}}"\)', block):
         block = re.search(r"^NOTEBOOK_HP=\((.*?)\)$", text, re.S | re.M).group(1)
     return dict(kv.split("=", 1) for kv in re.findall(r"--hp ([^\s)]+)", block))
@@ -104,8 +112,7 @@ def test_notebook_reading_is_what_the_held_out_test_ran():
     assert len(flags) == 6                                       # seif x3, kookmin, sun, amnesiacs
     assert candidate_flags("w16-seed0-notebook") == flags        # the post-hoc seed-0 board: the same readings
     assert candidate_flags("w16") == candidate_flags("w16-seed1-writeup") == {}   # write-up readings: no --hp
-    text = (Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh").read_text()
-    assert "EXTRA=(--reading notebook)" in text.split("  challenge-notebook)", 1)[1].split(";;", 1)[0]
+    assert "EXTRA=(--reading notebook)" in candidate_block("challenge-notebook")
     by_reading = {r: {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], reading=r))}
                   for r in ("write-up", "notebook")}
     by_flags = {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], hp=flags))}
