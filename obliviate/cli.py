@@ -263,6 +263,66 @@ def diagnose(run_dir: Path, project_n: int = typer.Option(512, "--project-n", he
         console.print(diagnose_table(result))
 
 
+kit_app = typer.Typer(no_args_is_help=True, help="Reference kits: a preset's original and reference population, "
+                                                   "built once and shipped (docs/kits.md).")
+app.add_typer(kit_app, name="kit")
+
+
+@kit_app.command("build")
+def kit_build(preset: str = typer.Argument(..., help="a built-in preset or path/to/preset.toml"),
+              n_models: int = typer.Option(512, "--n-models", "-n", help="reference models (the challenge: 512)"),
+              out: Path = typer.Option(..., help="the kit's folder (a new one, or a kit to resume)"),
+              seed: int = typer.Option(0), name: Optional[str] = typer.Option(None, help="default: the preset's name"),
+              device: str = typer.Option("cpu", help="cpu | cuda | mps: a kit is built on one kind of device"),
+              workers: Optional[int] = typer.Option(None, help="local processes (default 1)"),
+              hours: Optional[float] = typer.Option(None, help="stop starting chunks after this long: one piece of "
+                                                               "the build; the same command resumes it"),
+              cache: Optional[Path] = typer.Option(None, help="run cache whose chunks of this code count"),
+              cached_isa: Optional[str] = typer.Option(None, "--cached-isa", help="the instruction set the cached "
+                                                                                  "chunks were trained on"),
+              quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Build a kit, or resume one: the original, then the reference population chunk by chunk."""
+    from .kit import build_kit
+    import shlex
+    command = "obliviate kit build " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    kit = build_kit(preset, n_models, out, seed=seed, name=name, device=device, workers=workers, hours=hours,
+                    cache=str(cache) if cache else None, cached_isa=cached_isa, command=command,
+                    progress=None if quiet else RichProgress())
+    s = kit.summary()
+    console.print(f"kit {s['name']!r} at {kit.path}: {s['n_built']} of {s['n_reference']} reference models"
+                  + ("" if s["complete"] else " (run the same command to go on)"))
+
+
+@kit_app.command("list")
+def kit_list(as_json: bool = typer.Option(False, "--json", help='print {"kits": [...]} as JSON')):
+    """The kits installed with obliviate."""
+    from .kit import installed_kits
+    kits = [k.summary() for k in installed_kits()]
+    if as_json:
+        import json
+        print(json.dumps({"kits": kits}, indent=1))
+        return
+    if not kits:
+        console.print("no kits installed")
+    for s in kits:
+        console.print(f"{s['name']}: preset {s['preset']}, seed {s['seed']}, {s['device']}, "
+                      f"{s['n_built']} of {s['n_reference']} reference models, built {s['built']} ({s['path']})")
+
+
+@kit_app.command("verify")
+def kit_verify(kit: str = typer.Argument(..., help="an installed kit's name or a kit's folder"),
+               retrain: int = typer.Option(0, "--retrain", help="also retrain this many of its models with the "
+                                                                "current code and compare")):
+    """Check a kit: every file's digest, training's behaviour against the kit's record, and with --retrain K,
+    K of its models retrained here."""
+    from .kit import find_kit, verify
+    result = verify(find_kit(kit), retrain=retrain)
+    for line in result["lines"]:
+        console.print(line)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
 def main():
     try:
         app()
