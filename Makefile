@@ -25,7 +25,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/metric.py --quick
-	$(BIN)/python benchmarks/population.py --quick
+	$(BIN)/python benchmarks/population_training.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

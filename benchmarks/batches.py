@@ -24,20 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from obliviate.data import base, load_source, make_splits          # noqa: E402
-from obliviate.methods import get_method                            # noqa: E402
-from obliviate.models import build_model                            # noqa: E402
-from obliviate.presets import get_preset                            # noqa: E402
-from obliviate.protocol import harness_net, unlearn_once            # noqa: E402
-from obliviate.training import train_model                          # noqa: E402
+from obliviate.data import base, load_source, make_splits
+from obliviate.methods import get_method
+from obliviate.models import build_model
+from obliviate.presets import get_preset
+from obliviate.protocol import harness_net, unlearn_once
+from obliviate.training import train_model
 
 
 def tuple_iter(self):

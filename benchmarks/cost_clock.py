@@ -12,17 +12,14 @@ two runs with identical scores). Run it on a quiet machine: "alone" must be alon
 import argparse
 import multiprocessing as mp
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from obliviate.data import load_source, make_splits  # noqa: E402
-from obliviate.models import build_model  # noqa: E402
-from obliviate.presets import get_preset  # noqa: E402
-from obliviate.training import cost_clock, train_model  # noqa: E402
+from obliviate.data import load_source, make_splits
+from obliviate.models import build_model
+from obliviate.presets import get_preset
+from obliviate.training import cost_clock, train_model
 
 
 def spin(stop):

@@ -14,27 +14,23 @@ numpy, scipy, scikit-learn, safetensors, typer and rich). No test depends on it.
   batch 64; the pixel values do not change the work), after a warm-up epoch, wall clock after synchronising;
   one at a time (`train_model`) and stacked K at a time (`train_population(chunk=K)`), the same seeds.
   Extrapolated to the challenge's recipe (30 epochs of ~27,000 images: ~420 steps per epoch,
-  DESIGN.md) as models per hour and GPU-hours for 512 models, against the organisers' budget of ~8 hours on one
+  docs/challenge.md) as models per hour and GPU-hours for 512 models, against the organisers' budget of ~8 hours on one
   (P100) GPU for a submission's 512 unlearning runs, which is ~20% of retraining 512 models from scratch.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from obliviate.data import TensorSet  # noqa: E402
-from obliviate.models import build_model  # noqa: E402
-from obliviate.population import train_population  # noqa: E402
-from obliviate.presets import Recipe  # noqa: E402
-from obliviate.training import predict, resolve_device, train_model  # noqa: E402
-from population import max_diff  # noqa: E402  (benchmarks/population.py, this script's folder)
+from obliviate.data import TensorSet
+from obliviate.models import build_model
+from obliviate.population import train_population
+from obliviate.presets import Recipe
+from obliviate.training import predict, resolve_device, train_model
+from population_training import max_diff  # benchmarks/population_training.py, this script's folder
 
 SHAPE = (3, 32, 32)               # the challenge's CASIA-SURF crops
 CHALLENGE_IMAGES = 27_000         # ~420 steps of 64 per epoch (the organisers' train split)

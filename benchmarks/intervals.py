@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from obliviate.metrics import example_epsilons, points  # noqa: E402
-from obliviate.metrics.resample import board_intervals, draw_qualities, half_indices  # noqa: E402
+from obliviate.metrics import example_epsilons, points
+from obliviate.metrics.resample import board_intervals, draw_qualities, half_indices
 
 SCENARIOS = {  # name: (shift in sd units, scale of the unlearned sd)
     "oracle": (0.0, 1.0),       # a perfect unlearner: F near the ceiling

@@ -9,15 +9,12 @@ command again (everything cached). Prints per-row compute seconds, peak RSS and 
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from obliviate.runner import RunConfig, run  # noqa: E402
+from obliviate.runner import RunConfig, run
 
 
 def main():

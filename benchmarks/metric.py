@@ -15,15 +15,13 @@ Last line: {"speedup": ..., "ms_per_example": ..., "n_models": 512, "n_examples"
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from obliviate import metrics  # noqa: E402
+from obliviate import metrics
 
 DELTA, CAP, PER_UNIT = 1e-5, 50, 100
 

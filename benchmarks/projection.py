@@ -4,9 +4,9 @@ docs/projection.md records the tables this prints.
     python benchmarks/projection.py synthetic                   # normal populations: projection from 64 vs a direct draw at 512
     python benchmarks/projection.py digits RUN64 RUN512         # a run at N = 64 projected, against the run at N = 512
 
-Synthetic: E forget examples, retrained ~ Normal(mu_j, s), row ~ Normal(mu_j + g s, (r s)^2), the DESIGN.md regime
-cells at retrained std s = 0.3 (digits' scale) and 1; plus a mixed row (half the examples at the ceiling, half at
-gap 1.5: the empirical-Bayes prior is one normal, so this is its hard case). Truth: F of `--direct` fresh draws at
+Synthetic: E forget examples, retrained ~ Normal(mu_j, s), row ~ Normal(mu_j + g s, (r s)^2), the regime table's
+cells (docs/challenge.md, "The regime") at retrained std s = 0.3 (digits' scale) and 1; plus a mixed row (half the
+examples at the ceiling, half at gap 1.5: the empirical-Bayes prior is one normal, so this is its hard case). Truth: F of `--direct` fresh draws at
 512; projections from one draw of 64 models per population, with the correction and without (the plug-in fit).
 
 Digits: each row of RUN64 projected to RUN512's N, against RUN512's measured F and its interval; and, to see the
@@ -16,17 +16,14 @@ error's spread, every disjoint 64-model slice of RUN512 projected the same way (
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from obliviate.metrics import forgetting_quality  # noqa: E402
-from obliviate.metrics.projection import project_forgetting_quality, spread_and_gap  # noqa: E402
-from obliviate.report.run import load_run  # noqa: E402
+from obliviate.metrics import forgetting_quality
+from obliviate.metrics.projection import project_forgetting_quality, spread_and_gap
+from obliviate.report.run import load_run
 
 CELLS = [(1.0, 0.0), (1.0, 0.5), (0.7, 0.3), (0.5, 0.25), (0.14, 1.2), ("mixed", None)]
 

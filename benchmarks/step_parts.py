@@ -33,18 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from obliviate import population  # noqa: E402
-from obliviate.execute import keep_freed_memory  # noqa: E402
-from obliviate.models import build_model  # noqa: E402
+from obliviate import population
+from obliviate.execute import keep_freed_memory
+from obliviate.models import build_model
 
 BATCH = 64      # the challenge's batch size
 
@@ -90,7 +86,7 @@ def fit_line(xs, ys) -> tuple[float, float]:
 
 def decompose(width: int, size: int, k: int, batches: list[int], rounds: int) -> dict:
     """Step time of one model alone and of k stacked at each batch size, paired rounds in CPU time; the fits."""
-    from population import matmul_gflops, model_forward_macs   # benchmarks/population.py: one definition each
+    from population_training import matmul_gflops, model_forward_macs   # benchmarks/population_training.py: one definition each
     cases = {(kk, b): case(width, size, kk, batch=b) for kk in (1, k) for b in batches}
     for step, _ in cases.values():
         step(); step()
@@ -124,7 +120,7 @@ def decompose(width: int, size: int, k: int, batches: list[int], rounds: int) ->
 def kernels(width: int, size: int, k: int, rounds: int, batch: int = BATCH) -> dict:
     """Each layer call of the stacked step timed alone (see the module docstring), paired with the whole step."""
     import copy
-    from population import matmul_gflops
+    from population_training import matmul_gflops
     step, _ = case(width, size, k, batch=batch)
     net, net_fmt = network(width, size, k)                     # the step's network, for its layers' shapes
     calls = []                                                 # (kind, layer copy, input shape, format, GFLOP)

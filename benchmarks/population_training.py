@@ -1,14 +1,14 @@
 """Population training: one-at-a-time `train_model` vs batched `train_population` on the digits preset.
 
-    python benchmarks/population.py                 # mlp, K=64: time both paths, check they agree, JSON line
-    python benchmarks/population.py --model cnn     # the fashion preset's CNN (width 16) and recipe
-    python benchmarks/population.py --quick         # K=16, < 60 s
-    python benchmarks/population.py --sweep         # per-model cost by chunk size and path
-    python benchmarks/population.py --full          # a real 512-model digits population: wall time, peak RSS
-    python benchmarks/population.py --model cnn --data fashion --interleave 6   # paired rounds: robust to a noisy machine
-    python benchmarks/population.py --model resnet18 --width 8 --size 28 --interleave 4 --chunk 8 --threads 1
-    python benchmarks/population.py --model resnet18 --width 8 --size 28 --threads 1 --quick   # roofline, < 5 min
-    python benchmarks/population.py --model resnet18 --examples 1024 --interleave 4 --single 2 --mkldnn-only
+    python benchmarks/population_training.py                 # mlp, K=64: time both paths, check they agree, JSON line
+    python benchmarks/population_training.py --model cnn     # the fashion preset's CNN (width 16) and recipe
+    python benchmarks/population_training.py --quick         # K=16, < 60 s
+    python benchmarks/population_training.py --sweep         # per-model cost by chunk size and path
+    python benchmarks/population_training.py --full          # a real 512-model digits population: wall time, peak RSS
+    python benchmarks/population_training.py --model cnn --data fashion --interleave 6   # paired rounds: robust to a noisy machine
+    python benchmarks/population_training.py --model resnet18 --width 8 --size 28 --interleave 4 --chunk 8 --threads 1
+    python benchmarks/population_training.py --model resnet18 --width 8 --size 28 --threads 1 --quick   # roofline, < 5 min
+    python benchmarks/population_training.py --model resnet18 --examples 1024 --interleave 4 --single 2 --mkldnn-only
 
 The data is the digits preset's retain set (make_splits(load_source("digits"), preset.forget, seed=0)).
 --model cnn trains the fashion preset's CNN (width 16) with its recipe (10 epochs, lr 2e-3) on that 8x8 data;
@@ -28,22 +28,18 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from obliviate import population  # noqa: E402
-from obliviate.data import TensorSet, load_source, make_splits  # noqa: E402
-from obliviate.execute import keep_freed_memory  # noqa: E402
-from obliviate.models import build_model  # noqa: E402
-from obliviate.population import default_chunk, train_grouped, train_mlp, train_population  # noqa: E402
-from obliviate.presets import PRESETS, Recipe  # noqa: E402
-from obliviate.training import train_model  # noqa: E402
+from obliviate import population
+from obliviate.data import TensorSet, load_source, make_splits
+from obliviate.execute import keep_freed_memory
+from obliviate.models import build_model
+from obliviate.population import default_chunk, train_grouped, train_mlp, train_population
+from obliviate.presets import PRESETS, Recipe
+from obliviate.training import train_model
 
 
 MALLOC = "default"          # main(): "kept" when the process keeps its freed memory, as the runner's do
