@@ -63,9 +63,11 @@ def parse_hp(items) -> dict:
 
 def leaderboard_table(board: dict) -> Table:
     from rich.table import Table
-    from .write import COLUMNS, fmt, reading_note, row_label
+    from .write import COLUMNS, fmt, kit_sentence, reading_note, regime_sentence, row_label
+    kit = kit_sentence(board)
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}"
-                    + reading_note(board, " · "))
+                    + reading_note(board, " · "),
+              caption=regime_sentence(board) + (f"\n{kit}" if kit else ""), caption_justify="left")
     short = {"forgetting_quality": "F", "n_models": "N"}            # narrow headers leave room for the interval
     ci = any(r.get("score_ci") for r in board["rows"])
     level = f"{100 * (board.get('confidence') or 0.95):g}%"
@@ -73,14 +75,16 @@ def leaderboard_table(board: dict) -> Table:
         t.add_column(short.get(c, c), justify="left" if c == "method" else "right", no_wrap=c == "method")
         if c == "score" and ci:
             t.add_column(f"score {level}", justify="right", no_wrap=True)
+            t.add_column("P(> finetune)", justify="right", no_wrap=True)
     for r in board["rows"]:
         style = {"ceiling": "green", "floor": "red"}.get(r["role"], "yellow" if r.get("over_budget") else None)
         cells = []
         for c in COLUMNS[1:]:
             cells.append(fmt(c, r[c]))
             if c == "score" and ci:
-                lo_hi = r.get("score_ci")
+                lo_hi, p = r.get("score_ci"), r.get("p_beats_baseline")
                 cells.append(f"{lo_hi[0]:.4f}–{lo_hi[1]:.4f}" if lo_hi else "")
+                cells.append(f"{p:.2f}" if p is not None else "")
         t.add_row(row_label(r), *cells, style=style)
     return t
 
@@ -104,8 +108,11 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
         budget: float = typer.Option(0.2, help="compute budget per unlearning run, as a fraction of one retraining"),
         confidence: float = typer.Option(0.95, help="interval level of F, score and ranks (docs/intervals.md)"),
         hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="hyperparameters saved by `tune`"),
-        reading: str = typer.Option("write-up", help="where a winner's write-up and its Kaggle notebook disagree: "
-                                                     "write-up | notebook (`obliviate methods` lists both)"),
+        reading: str = typer.Option("notebook", help="where a winner's Kaggle notebook and its write-up disagree: "
+                                                     "notebook (the code Kaggle scored) | write-up"),
+        kit: Optional[str] = typer.Option("auto", help="reference kit: auto (an installed kit that fits), a kit's "
+                                                       "name or folder; --no-kit trains the reference here"),
+        no_kit: bool = typer.Option(False, "--no-kit", help="train the original and the reference here"),
         report: bool = typer.Option(True, "--report/--no-report", help="write report.html at the end"),
         pixel_scale: Optional[float] = typer.Option(None, "--pixel-scale",
                                                     help="inputs times this for every model (default: the "
@@ -121,7 +128,7 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
                     out=str(out) if out else None, cache=str(cache) if cache else None,
                     data=str(data) if data else None, quiet=quiet, hp=parse_hp(hp), executor=executor, workers=workers,
                     address=address, budget=budget, report=report, hp_preset=hp_preset, pixel_scale=pixel_scale,
-                    confidence=confidence, bounds=bounds, reading=reading)
+                    confidence=confidence, bounds=bounds, reading=reading, kit=None if no_kit else kit)
     board, out_dir = run_protocol(cfg, progress=None if quiet else RichProgress())
     if not quiet:
         console.print(leaderboard_table(board))
@@ -139,7 +146,7 @@ def tune(method: str = typer.Option(..., "--method", "-m", help="a registered me
                                                 "infeasible (the challenge's rule); inf to tune the score alone"),
          seed: int = typer.Option(0), device: str = typer.Option("auto"),
          cache: Optional[Path] = typer.Option(None), data: Optional[Path] = typer.Option(None),
-         reading: str = typer.Option("write-up", help="tune a winner as its write-up or its notebook reads it "
+         reading: str = typer.Option("notebook", help="tune a winner as its notebook or its write-up reads it "
                                                       "(saved with the tuned values)"),
          quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Tune a method's hyperparameters on a tuning forget set (identities disjoint from the evaluation one)."""
@@ -282,7 +289,7 @@ def kit_build(preset: str = typer.Argument(..., help="a built-in preset or path/
                                                                                   "chunks were trained on"),
               quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Build a kit, or resume one: the original, then the reference population chunk by chunk."""
-    from .kit import build_kit
+    from .kit_build import build_kit
     import shlex
     command = "obliviate kit build " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     kit = build_kit(preset, n_models, out, seed=seed, name=name, device=device, workers=workers, hours=hours,
@@ -315,7 +322,8 @@ def kit_verify(kit: str = typer.Argument(..., help="an installed kit's name or a
                                                                 "current code and compare")):
     """Check a kit: every file's digest, training's behaviour against the kit's record, and with --retrain K,
     K of its models retrained here."""
-    from .kit import find_kit, verify
+    from .kit import find_kit
+    from .kit_build import verify
     result = verify(find_kit(kit), retrain=retrain)
     for line in result["lines"]:
         console.print(line)

@@ -25,11 +25,10 @@ from .methods import get_method
 from .models import build_model
 from .plan import Job, Plan, member_seed
 from .presets import Preset
-from .protocol import evaluate, harness_net, unlearn_once
+from .protocol import EVAL_ARRAYS as ARRAYS, evaluate, harness_net, unlearn_once
 from .store import Store
 from .training import resolve_device, timed, train_model
 
-ARRAYS = ("conf", "loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc", "seconds")
 
 
 @dataclass
@@ -220,10 +219,13 @@ def check_executor(name: str) -> None:
 def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]:
     """The original model's (state_dict, meta), trained and stored if the store lacks it. Its training time,
     taken warm, is the cost unit: one retraining = that time scaled to the retain set's size."""
+    if plan.kit is not None:                       # the kit's original: every kit-backed run unlearns from it
+        return plan.kit.original()
     cached = store.load_weights(plan.original_key)
     if cached is not None:
         return cached
-    if progress: progress.note("training the original model")
+    if progress: progress.note(f"training the original model ({plan.preset.recipe.epochs} epochs on "
+                               f"{len(plan.splits.train)} examples; cached for every later run)")
     keep_freed_memory()
     p, splits, device, seed = plan.preset, plan.splits, plan.device, plan.cfg.seed
     dsplits = _splits_on(Context(splits, p, {}, plan.cfg.device), device)
@@ -237,8 +239,49 @@ def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]
     return store.load_weights(plan.original_key)
 
 
-def execute(plan: Plan, store: Store, original_state: dict, progress=None) -> tuple[dict, int]:
-    """Run the plan's missing jobs, then load every population from the store: ({name: arrays}, workers used)."""
+CLOCK_EPOCHS = 1   # a kit-backed run times this many epochs of one retraining here and scales to the recipe's
+
+
+def cost_unit(plan: Plan, store: Store, original_meta: dict) -> dict:
+    """One retraining's seconds on this machine, the budget's unit, and how it was measured. Without a kit: the
+    original's training time, taken warm, scaled to the retain set's size. With a kit (its original was timed on
+    the machine that built it): CLOCK_EPOCHS epochs of a retraining timed here, warm, scaled to the recipe's
+    epochs; cached per machine (CPU, instruction set, threads) and preset record."""
+    p, splits = plan.preset, plan.splits
+    if plan.kit is None:
+        return {"retrain_seconds": original_meta["seconds"] * len(splits.retain) / len(splits.train),
+                "how": "the original's training time here, scaled to the retain set's size"}
+    from .kit import cpu_name, instruction_set, training_record
+    device = plan.device
+
+    def measure():
+        keep_freed_memory()
+        dsplits = _splits_on(Context(splits, p, {}, plan.cfg.device), device)
+        ensure_warm(p, dsplits, device)
+        seed = member_seed(plan.cfg.seed, "cost-clock", 0)
+        model = build_model(p.model, splits.in_shape, splits.num_classes, seed=seed, **p.model_kwargs).to(device)
+        part = replace(p.recipe, epochs=min(CLOCK_EPOCHS, p.recipe.epochs))
+        _, secs = timed(device, train_model, model, dsplits.retain, part, splits.num_classes, seed)
+        return {"retrain_seconds": secs * p.recipe.epochs / part.epochs, "epoch_seconds": secs / part.epochs}
+
+    ident = {"what": "cost-clock", "record": training_record(p), "device": device.type, "n_retain": len(splits.retain),
+             "cpu": cpu_name(), "isa": instruction_set(device.type), "threads": torch.get_num_threads(),
+             "epochs": CLOCK_EPOCHS, "timing": "warm-1"}
+    out = store.memo_json("clock", ident, measure)
+    return {**out, "how": f"{CLOCK_EPOCHS} epoch of a retraining timed here ({out['epoch_seconds']:.2f} s), times "
+                          f"{p.recipe.epochs} epochs"}
+
+
+def kit_population(plan: Plan, pop) -> dict:
+    arrays, _ = plan.kit.members(*pop.members)
+    return arrays
+
+
+def execute(plan: Plan, store: Store, progress=None) -> tuple[dict, int, dict]:
+    """The original (trained, cached or the kit's), the cost unit, the plan's missing jobs; then every population
+    from the store or the kit: ({name: arrays}, workers used, the cost unit)."""
+    original_state, original_meta = train_original(plan, store, progress)
+    clock = cost_unit(plan, store, original_meta)
     if progress: progress.start(sum(len(j.seeds) for j in plan.jobs), f"{len(plan.jobs)} jobs")
 
     def on_result(job, arrays):
@@ -256,9 +299,12 @@ def execute(plan: Plan, store: Store, original_state: dict, progress=None) -> tu
 
     populations = {}
     for pop in plan.pops:
+        if pop.kind == "kit":
+            populations[pop.name] = kit_population(plan, pop)
+            continue
         parts = [store.load_arrays("chunks", k) for k in plan.chunk_keys[pop.name]]
         if any(p is None for p in parts):
             raise UserError(f"the cache at {store.root} lost part of population {pop.name!r} while running: "
                             f"run again to recompute it.")
         populations[pop.name] = {k: np.concatenate([p[k] for p in parts]) for k in ARRAYS}
-    return populations, workers
+    return populations, workers, clock

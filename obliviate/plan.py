@@ -15,7 +15,6 @@ hyperparameters and its code). Nothing here trains or evaluates a model: `execut
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ from .metrics.resample import check_confidence
 from .methods import canonical_name, expand_method_names, get_method
 from .models import MODELS
 from .presets import Preset, get_preset
+from . import seeds
+from .seeds import member_seed  # noqa: F401  (execute, tune and studies read it from here)
 from .store import Store, content_key, default_cache
 from .training import resolve_device
 
@@ -61,8 +62,10 @@ class RunConfig:
     report: bool = True
     role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
     hp_preset: str | None = None                    # a name saved by `obliviate tune`
-    reading: str = "write-up"                       # a winner's write-up (default) or its "notebook" where
-                                                    # they disagree (methods/registry.py READINGS)
+    reading: str = "notebook"                       # a winner as its Kaggle notebook ran (the code that earned
+                                                    # its place) or as its "write-up" reads, where they disagree
+    kit: str | None = "auto"                        # "auto": an installed kit that fits this run; a kit's name
+                                                    # or folder; None: train the original and reference here
     workers: int | None = None                      # local executor processes (None: auto_workers)
     confidence: float | None = 0.95                 # interval level of F, score, ranks (metrics/resample.py);
                                                     # None: no intervals
@@ -77,12 +80,13 @@ class RunConfig:
 class Population:
     name: str                 # row name / file name
     role: str                 # reference | ceiling | floor | method
-    kind: str                 # train | unlearn
+    kind: str                 # train | unlearn | kit (members read from a reference kit: no job)
     tag: str                  # seed stream
     on: str = "retain"        # training data for kind=train: retain | train
     method: str | None = None
     hparams: dict = field(default_factory=dict)
     code: str = ""            # fingerprint of the code a method runs: editing it invalidates its cache
+    members: tuple = ()       # kind=kit: the kit's members [start, stop)
 
 
 @dataclass
@@ -104,10 +108,8 @@ class Plan:
     chunk_keys: dict          # population name -> [chunk key, ...] in member order
     jobs: list                # the chunks not yet in the store
     out: Path
-
-
-def member_seed(seed: int, tag: str, i: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}/{i}".encode()).digest()[:7], "little")
+    kit: object = None        # the reference kit the run reads (obliviate.kit.Kit), or None
+    kit_notes: list = field(default_factory=list)   # one line per kit considered and not used, and why
 
 
 def model_spec(preset: Preset) -> dict:
@@ -128,7 +130,7 @@ def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
             if (scope == "" or canonical_name(scope) == name) and hk in method.defaults:   # an alias scopes too
                 mine[hk] = v; used.add(k)
         hp = method.resolve(mine)
-        pops.append(Population(method.name, "method", "unlearn", "unlearn", method=name, hparams=hp,
+        pops.append(Population(method.name, "method", "unlearn", seeds.UNLEARN, method=name, hparams=hp,
                                code=code_fingerprint(method)))   # the method's code and what it runs on
     unused = [k for k in cfg.hp if k not in used]
     if unused:
@@ -190,24 +192,77 @@ def original_key(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.d
                         "timing": ORIGINAL_TIMING, "code": train_code})
 
 
-def base_populations(bounds: bool = True) -> list:
-    """The reference (every row is scored against it) and, with `bounds`, the ceiling and the floor."""
-    ref = [Population("retrained", "reference", "train", "oracle")]
-    return ref + ([Population("oracle", "ceiling", "train", "oracle-b"),
-                   Population("original", "floor", "train", "original", on="train")] if bounds else [])
+def base_populations(bounds: bool = True, kit=None, n: int = 0) -> list:
+    """The reference (every row is scored against it) and, with `bounds`, the ceiling and the floor. With a kit:
+    the reference is its members 0..n-1 and the ceiling its members n..2n-1 when it holds 2n (a second
+    population of retrained models, independent of the first); otherwise score projects the ceiling from the
+    reference, and the floor (models trained with the forget set) is left out: a kit does not hold them."""
+    if kit is not None:
+        ref = [Population("retrained", "reference", "kit", seeds.REFERENCE, members=(0, n))]
+        return ref + ([Population("oracle", "ceiling", "kit", seeds.REFERENCE, members=(n, 2 * n))]
+                      if bounds and kit.n_built >= 2 * n else [])
+    ref = [Population("retrained", "reference", "train", seeds.REFERENCE)]
+    return ref + ([Population("oracle", "ceiling", "train", seeds.CEILING),
+                   Population("original", "floor", "train", seeds.WITH_FORGET, on="train")] if bounds else [])
+
+
+def choose_kit(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.device, n: int):
+    """(the kit this run reads, or None; lines saying why each kit considered was not used). A kit fits when its
+    preset record's values, seed, device kind and split contents equal the run's and it holds n models; a
+    damaged kit is refused (UserError), never read. `auto` considers the installed kits of the run's preset
+    name or record; a named kit that does not fit is an error."""
+    if cfg.kit is None:
+        return None, []
+    from .kit import find_kit, installed_kits, split_identity, training_record, verify_files
+    record = training_record(preset)
+    if cfg.kit == "auto":
+        kits = [k for k in installed_kits() if k.record["preset"] == preset.name or k.record["record"] == record]
+    else:
+        kits = [find_kit(cfg.kit)]
+    notes, ident = [], None
+    for kit in kits:
+        bad = verify_files(kit)
+        if bad:
+            raise UserError(f"kit {kit.name!r} at {kit.path} is damaged ({bad[0]}): reinstall obliviate or rebuild "
+                            f"it with `obliviate kit build`, or pass --no-kit to train the reference here.")
+        why = None
+        if kit.record["record"] != record:
+            diff = sorted(k for k in record if kit.record["record"].get(k) != record[k])
+            why = f"its preset record differs in {', '.join(diff)}"
+        elif kit.record["seed"] != cfg.seed:
+            why = f"it was built with seed {kit.record['seed']}, this run uses seed {cfg.seed}"
+        elif kit.record["device"] != device.type:
+            why = f"it was built on {kit.record['device']}, this run is on {device.type}"
+        elif kit.n_built < n:
+            why = f"it holds {kit.n_built} reference models, fewer than N = {n}"
+        else:
+            ident = ident or split_identity(splits)
+            if kit.record["split"] != ident:
+                why = "its split (forget/retain/test rows or their data) differs from this run's"
+        if why is None:
+            return kit, notes
+        if cfg.kit != "auto":
+            raise UserError(f"kit {kit.name!r} does not fit this run: {why}; pass --no-kit to train the reference "
+                            f"here, or build a kit for it (obliviate kit build).")
+        notes.append(f"kit {kit.name!r} not used: {why}")
+    return None, notes
 
 
 def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
     """The whole job graph and its keys; `jobs` holds only the chunks the store does not have yet."""
     preset, n, device, method_pops, splits = prepare(cfg)
+    kit, kit_notes = choose_kit(cfg, preset, splits, device, n)
     train_code = training_code(preset)          # read once: it hashes ~20 source files
-    okey = original_key(cfg, preset, splits, device, train_code)
-    pops = base_populations(cfg.bounds) + method_pops
+    okey = (content_key({"kit_original": kit.record["original"]["weights_sha256"]}) if kit else
+            original_key(cfg, preset, splits, device, train_code))
+    pops = base_populations(cfg.bounds, kit, n) + method_pops
     size_train = train_chunk(preset)
     jobs, ckeys = [], {}
     for pop in pops:
         size = size_train if pop.kind == "train" else UNLEARN_CHUNK
         ckeys[pop.name] = []
+        if pop.kind == "kit":
+            continue
         for start in range(0, n, size):
             seeds = [member_seed(cfg.seed, pop.tag, i) for i in range(start, min(n, start + size))]
             ident = {"eval": EVAL_VERSION, "splits": splits.key, "seeds": seeds, "device": device.type,
@@ -219,4 +274,4 @@ def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
             ckeys[pop.name].append(key)
             if not store.path("chunks", key, "npz").exists():
                 jobs.append(Job(pop, seeds, key))
-    return Plan(cfg, preset, n, device, splits, pops, okey, ckeys, jobs, out)
+    return Plan(cfg, preset, n, device, splits, pops, okey, ckeys, jobs, out, kit, kit_notes)

@@ -5,7 +5,7 @@ forget-set logit-scaled confidences (the official metric), per-example losses on
 starting kit's loss-based attack) and retain/test/forget accuracy.
 
 A user's own method (a file `path.py:fn` or a Python function) runs under the challenge's harness, as real
-submissions were written against it (DESIGN.md, "The harness"): one `net` object per job (`harness_net`),
+submissions were written against it (docs/challenge.md, "The harness"): one `net` object per job (`harness_net`),
 `net.load_state_dict(original)` before each call, the return value optional (None: the net was edited in
 place), and the net's train/eval mode whatever the previous call left (the official starter ends with
 `net.eval()`, so later calls start in eval mode, as on Kaggle). One net per *job* (a chunk of runs), not per
@@ -30,6 +30,7 @@ from .errors import UserError
 from .training import make_generator, predict
 
 BATCH_SIZE = 64   # the challenge's loaders
+EVAL_ARRAYS = ("conf", "loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc", "seconds")   # per model
 
 
 class UserCodeError(UserError):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .execute import check_executor, execute, train_original
+from .execute import check_executor, execute
 from .plan import RunConfig, plan_run, prepare   # noqa: F401  (RunConfig, prepare: the public names)
 from .score import score
 from .store import Store, default_cache          # noqa: F401
@@ -42,10 +42,13 @@ def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
     plan = plan_run(cfg, store, out)
     if plan.device.type == "cpu":                   # the preset's count, or PyTorch's own default (all cores)
         torch.set_num_threads(plan.preset.threads or DEFAULT_THREADS)
-    original_state, original_meta = train_original(plan, store, progress)
-    # one retraining alone, timed: the original's training time scaled to the retain set's size
-    retrain_seconds = original_meta["seconds"] * len(plan.splits.retain) / len(plan.splits.train)
-    populations, workers = execute(plan, store, original_state, progress)
-    board = score(plan, populations, retrain_seconds, workers, t_start, store)
+    if progress:
+        for line in plan.kit_notes:
+            progress.note(line)
+        if plan.kit is not None:
+            progress.note(f"reference from kit {plan.kit.name!r} ({plan.kit.path}): its original and {plan.n} of its "
+                          f"{plan.kit.n_built} retrained models; only the methods' unlearning runs are computed")
+    populations, workers, clock = execute(plan, store, progress)
+    board = score(plan, populations, clock, workers, t_start, store)
     write_run_dir(out, board, populations, cfg.report, store)
     return board, out

@@ -21,6 +21,7 @@ from .version import __version__
 from .metrics import challenge_score
 from .metrics import resample
 from .metrics.extra import row_metrics
+from .metrics.projection import PROJECT_N, project_forgetting_quality, spread_and_gap
 from .methods import get_method
 from .models import build_model
 from .plan import Plan
@@ -38,6 +39,47 @@ def memo(store: Store | None, kind: str, ident: dict, compute):
 def population_key(arrays: dict) -> str:
     """A population's contents, timing left out: what its F, extra metrics and intervals are computed from."""
     return arrays_digest(arrays, sorted(k for k in arrays if k != "seconds"))
+
+
+REGIME_RATIO = (0.8, 1.25)   # finetune's spread ratio on the challenge was near 1 (docs/challenge.md, "The regime")
+REGIME_GAP = 0.5             # |location gap| in retrained stds: 0.5 already costs a ceiling-level row half its F
+SMALL_N = 64                 # below this many models a row's F is far above its 512-model value (docs/projection.md)
+PROJECTION_DRAWS = 20        # the board's projections to 512 (diagnose: 50); ~10-25 s a row at N = 64-128
+
+
+def regime(rows: list[dict], populations: dict) -> dict | None:
+    """Whether the board's ranking can be read as the challenge's: `finetune`'s row (else the top method row)
+    against the reference, its spread ratio and location gap against the challenge's, in one sentence."""
+    methods = [r for r in rows if r["role"] == "method"]
+    if not methods:
+        return None
+    row = next((r for r in methods if r["method"] == "finetune"), methods[0])
+    ratio, gap = spread_and_gap(populations[row["method"]]["conf"], populations["retrained"]["conf"])
+    ok = REGIME_RATIO[0] <= ratio <= REGIME_RATIO[1] and abs(gap) <= REGIME_GAP
+    who = f"{row['method']}'s models" + ("" if row["method"] == "finetune" else " (no finetune row)")
+    if ok:
+        sentence = (f"In the challenge's regime: {who} spread {ratio:.2f}x as much as retrained ones and sit "
+                    f"{gap:+.2f} from them (the challenge: about 1x and within 0.5), so this ranking can be read "
+                    f"as the challenge's.")
+    else:
+        why = (f"spread {ratio:.2f}x as much as retrained ones" if not REGIME_RATIO[0] <= ratio <= REGIME_RATIO[1]
+               else f"sit {gap:+.2f} retrained standard deviations from them")
+        sentence = (f"Not in the challenge's regime: {who} {why} (the challenge: about 1x and within 0.5), so this "
+                    f"ranking does not predict the challenge's.")
+    return {"row": row["method"], "spread_ratio": ratio, "location_gap": gap, "in_regime": bool(ok),
+            "sentence": sentence}
+
+
+def projection(store, u: dict, ref: dict, n_to: int, seed: int, name: str, ref_key: str, u_key: str) -> dict:
+    """The row's F projected to n_to models per population, cached under the populations' contents."""
+    ident = {"what": "projection", "unlearned": u_key, "retrained": ref_key, "n": n_to, "draws": PROJECTION_DRAWS,
+             "seed": seed, "name": name, "code": modules_fingerprint(["obliviate.metrics.projection"])}
+
+    def compute():
+        point, (lo, hi) = project_forgetting_quality(u["conf"], ref["conf"], n=n_to, draws=PROJECTION_DRAWS,
+                                                     seed=[seed & 0xFFFFFFFF, *name.encode()])
+        return {"projected_n": n_to, "projected_forgetting_quality": point, "projected_forgetting_quality_ci": [lo, hi]}
+    return memo(store, "projections", ident, compute)
 
 
 def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Store | None = None) -> list[dict]:
@@ -78,21 +120,40 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
             row["small_model_note"] = method.degenerate_on(model, pop.hparams)
         row.update({k: v for k, v in figures.items() if k != "forgetting_quality"})
         rows.append(row)
+    if plan.kit is not None and plan.cfg.bounds and not any(r["role"] == "ceiling" for r in rows):
+        # the kit holds fewer than 2N models: the ceiling is the reference projected against itself
+        proj = projection(store, ref, ref, plan.n, plan.cfg.seed, "ceiling", ref_key, ref_key)
+        rows.append({"method": "oracle", "role": "ceiling", "projected": True,
+                     "forgetting_quality": proj["projected_forgetting_quality"],
+                     "forgetting_quality_ci": proj["projected_forgetting_quality_ci"],
+                     "score": proj["projected_forgetting_quality"], "retain_acc": float(ref["retain_acc"].mean()),
+                     "test_acc": float(ref["test_acc"].mean()), "forget_acc": float(ref["forget_acc"].mean()),
+                     "cost": 1.0, "n_models": plan.n, "seconds": 0.0, "over_budget": False, "hparams": {},
+                     "population": None})
+    if plan.n < PROJECT_N and (plan.n < SMALL_N or plan.kit is not None):
+        for r in rows:
+            if r["role"] == "method":
+                r.update(projection(store, populations[r["method"]], ref, PROJECT_N, plan.cfg.seed, r["method"],
+                                    ref_key, pop_keys[r["method"]]))
+                if plan.n < SMALL_N:
+                    r["caution"] = (f"from {plan.n} models: F falls as N grows (compare only at equal N); at "
+                                    f"{PROJECT_N} it projects to {r['projected_forgetting_quality']:.4f}")
     rows.sort(key=lambda r: (ROLE_ORDER[r["role"]], -r["score"]))
     # intervals, P(beats finetune / the next method) and rank intervals: paired half-sampling of models
     # (confidence None: none, e.g. for tuning trials that need only the point score)
     # (keyed by every population's contents, each row's role and point figures, the level, seed, draws, baseline
     # and the resampling code: metrics/resample.py and what it imports)
+    measured = [r for r in rows if not r.get("projected")]
     if plan.cfg.confidence is not None:
         conf, seed = plan.cfg.confidence, plan.cfg.seed
         ident = {"what": "row_intervals", "reference": ref_key, "confidence": conf, "seed": seed,
                  "draws": resample.DRAWS, "baseline": "finetune",
                  "code": modules_fingerprint(["obliviate.metrics.resample"]), "numpy": np.__version__,
                  "rows": [[r["method"], r["role"], pop_keys[r["method"]], r["forgetting_quality"], r["score"]]
-                          for r in rows]}
+                          for r in measured]}
         out = memo(store, "intervals", ident, lambda: resample.row_intervals(
-            rows, populations, confidence=conf, seed=seed, draws=resample.DRAWS, baseline="finetune"))
-        for r in rows:
+            measured, populations, confidence=conf, seed=seed, draws=resample.DRAWS, baseline="finetune"))
+        for r in measured:
             r.update(out[r["method"]])
     return rows
 
@@ -103,10 +164,27 @@ def versions() -> dict:
             "safetensors": safetensors.__version__, "python": platform.python_version()}
 
 
-def score(plan: Plan, populations: dict, retrain_seconds: float, workers: int, t_start: float,
+def kit_record(plan: Plan) -> dict | None:
+    """leaderboard.json's "kit": which kit the reference came from (None: trained by the run)."""
+    if plan.kit is None:
+        return None
+    r = plan.kit.record
+    return {"name": r["name"], "path": str(plan.kit.path), "n_reference": r["n_target"], "n_built": plan.kit.n_built,
+            "built": r["provenance"].get("updated"), "seed": r["seed"], "device": r["device"],
+            "original_sha256": r["original"]["weights_sha256"],
+            "isa": sorted({c["isa"] for c in r["reference"]["chunks"]}),
+            "ceiling": next((("kit members " + "-".join(map(str, p.members))) for p in plan.pops
+                             if p.role == "ceiling"), "projected from the reference" if plan.cfg.bounds else None),
+            "left_out": ["the models trained with the forget set (the kit holds none)"] if plan.cfg.bounds else []}
+
+
+def score(plan: Plan, populations: dict, clock: dict, workers: int, t_start: float,
           store: Store | None = None) -> dict:
-    """The board: the run's identity (preset record included), sizes, timing, versions and the rows."""
+    """The board: the run's identity (preset record included), sizes, timing, versions, the kit, the rows and
+    the regime sentence."""
     cfg, splits = plan.cfg, plan.splits
+    retrain_seconds = clock["retrain_seconds"]
+    rows = score_rows(plan, populations, retrain_seconds, store)
     return {"run": plan.out.name, "preset": plan.preset.name, "n_models": plan.n, "seed": cfg.seed,
             "forget": cfg.forget or plan.preset.forget,
             "pixel_scale": cfg.pixel_scale if cfg.pixel_scale is not None else plan.preset.pixel_scale,
@@ -117,5 +195,5 @@ def score(plan: Plan, populations: dict, retrain_seconds: float, workers: int, t
             "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
             "hp_preset": cfg.hp_preset, "reading": cfg.reading, "confidence": cfg.confidence,
             "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
-            "preset_record": plan.preset.describe(),
-            "rows": score_rows(plan, populations, retrain_seconds, store)}
+            "preset_record": plan.preset.describe(), "cost_clock_how": clock["how"], "kit": kit_record(plan),
+            "regime": regime(rows, populations), "rows": rows}

@@ -34,15 +34,35 @@ def cell(row, key) -> str:
 def row_label(row) -> str:
     """The method, `(#k)` for the challenge's k-th placed team, and the flags: over budget, and `[small model]`
     for a layer-choosing winner that degenerates on this preset's model (the note is in the footer)."""
-    tag = {"ceiling": " (ceiling)", "floor": " (floor)"}.get(row["role"], "")
+    tag = {"ceiling": " (ceiling, projected)" if row.get("projected") else " (ceiling)",
+           "floor": " (trained with forget set)"}.get(row["role"], "")
     tag += f" (#{row['place']})" if row.get("place") else ""
     tag += " [over budget]" if row.get("over_budget") else ""
+    tag += " [few models]" if row.get("caution") else ""
     return f"{row['method']}{tag}{' [small model]' if row.get('small_model_note') else ''}"
 
 
 def reading_note(board: dict, sep: str) -> str:
-    """`sep` + "winners read by their notebooks" when the run took `--reading notebook`; "" for the default."""
-    return f"{sep}winners read by their notebooks" if board.get("reading") == "notebook" else ""
+    """`sep` + "winners read by their write-ups" when the run took `--reading write-up`; "" for the default
+    (each winner as its Kaggle notebook ran)."""
+    return f"{sep}winners read by their write-ups" if board.get("reading") == "write-up" else ""
+
+
+def regime_sentence(board: dict) -> str:
+    """The board's one sentence on whether its ranking means anything for the challenge."""
+    r = board.get("regime")
+    return r["sentence"] if r else "No method row: nothing says whether this board is in the challenge's regime."
+
+
+def kit_sentence(board: dict) -> str | None:
+    """Where the reference came from, when a kit supplied it."""
+    k = board.get("kit")
+    if not k:
+        return None
+    ceiling = {None: "no ceiling row"}.get(k.get("ceiling"), f"ceiling: {k.get('ceiling')}")
+    return (f"Reference: kit {k['name']!r} ({board['n_models']} of its {k['n_built']} retrained models, built "
+            f"{k['built']}; {ceiling}" + ("; " + "; ".join(k["left_out"]) + " left out" if k.get("left_out") else "")
+            + "); only the methods' unlearning runs were computed here.")
 
 
 def leaderboard_markdown(board: dict) -> str:
@@ -57,11 +77,22 @@ def leaderboard_markdown(board: dict) -> str:
             rk, p = r.get("rank_ci"), r.get("p_beats_next")
             cells += [f"{r['rank']} ({rk[0]}–{rk[1]})" if rk else "", f"{p:.2f}" if p is not None else ""]
         lines.append("| " + " | ".join(cells) + " |")
-    foot = (f"\n\nScored against a population of {board['n_models']} retrained models; `oracle` is a second "
-            f"retrained population (the best any method can do), `original` is no unlearning. `cost` = mean "
-            f"unlearning time / one retraining ({board['retrain_seconds']:.3f} s of "
-            f"{board.get('cost_clock', 'wall time')}); budget "
-            f"{board['budget'] if board['budget'] is not None else 'none'}.\n")
+    roles = {r["role"] for r in board["rows"]}
+    kit = kit_sentence(board)
+    head += f"**{regime_sentence(board)}**\n\n" + (f"{kit}\n\n" if kit else "")
+    foot = (f"\n\nScored against a population of {board['n_models']} retrained models."
+            + (" `oracle` (ceiling) is a second population of retrained models: the best any method can do at "
+               "this N." if "ceiling" in roles else "")
+            + (" `original` is N models trained with the forget set and no unlearning: where that row outscores "
+               "a method, the method forgets less than training never changed." if "floor" in roles else "")
+            + f" `cost` = mean unlearning time / one retraining ({board['retrain_seconds']:.3f} s of "
+            f"{board.get('cost_clock', 'wall time')}: {board.get('cost_clock_how', 'the original timed here')}); "
+            f"budget {board['budget'] if board['budget'] is not None else 'none'}.\n")
+    cautions = [r for r in board["rows"] if r.get("caution")]
+    if cautions:
+        foot += (f"\n[few models]: scored from {board['n_models']} models (fewer than 64); F falls as N grows, so "
+                 f"compare only at equal N. Projected to 512: "
+                 + ", ".join(f"`{r['method']}` {r['projected_forgetting_quality']:.4f}" for r in cautions) + ".\n")
     if any(r.get("place") for r in board["rows"]):
         foot += ("\n(#k): the team's place in the challenge (the organisers' order, 1 fanchuan ... 8 forget); the "
                  "official baseline, `finetune`, scored about 0.058 there and every winner 0.072-0.091.\n")

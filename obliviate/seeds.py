@@ -1,0 +1,18 @@
+"""Every model's seed: `member_seed(run seed, seed label, member index)`.
+
+The seed labels are frozen: a population's display name may change, its seed label may not, or every cached
+model and every shipped kit would stop matching the models a run trains (obliviate/kit.py identifies a kit's
+models by these seeds).
+"""
+from __future__ import annotations
+
+import hashlib
+
+REFERENCE = "oracle"        # the reference population: every row is scored against it (shipped in kits)
+CEILING = "oracle-b"        # a second retrained population: the ceiling
+WITH_FORGET = "original"    # models trained on the full training set, forget set included
+UNLEARN = "unlearn"         # unlearning runs of every method (from the one original)
+
+
+def member_seed(seed: int, label: str, i: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{label}/{i}".encode()).digest()[:7], "little")
