@@ -270,6 +270,44 @@ def diagnose(run_dir: Path, project_n: int = typer.Option(512, "--project-n", he
         console.print(diagnose_table(result))
 
 
+@app.command()
+def unlearn(model: str = typer.Option(..., "--model", help="FILE.py:FACTORY, a function returning your nn.Module"),
+            weights: Path = typer.Option(..., "--weights", help="its trained weights: safetensors or a torch.save'd "
+                                                                "state_dict (read with weights_only=True)"),
+            data: Path = typer.Option(..., "--data", help="manifest CSV: path,label,group[,split] (train|val|test)"),
+            method: str = typer.Option(..., "--method", "-m", help="a registered method, or FILE.py[:FUNCTION] "
+                                                                   "(Kaggle or starting-kit style)"),
+            out: Path = typer.Option(..., "--out", help="a new folder: model.safetensors, audit.json, audit.html"),
+            forget_groups: Optional[str] = typer.Option(None, "--forget-groups", help="ID[,ID...]: groups to forget"),
+            forget_file: Optional[Path] = typer.Option(None, "--forget-file", help="groups to forget, one per line"),
+            model_kwargs: List[str] = typer.Option([], "--model-kwargs", help="k=v passed to the factory"),
+            size: Optional[int] = typer.Option(None, "--size", help="resize images to S x S (default: own size)"),
+            pixel_scale: float = typer.Option(1.0, "--pixel-scale", help="inputs times this (255: 0-255 pixels)"),
+            normalise: str = typer.Option("none", "--normalise", help="none | per-channel (train rows' mean, std)"),
+            hp: List[str] = typer.Option([], "--hp", help="override a hyperparameter: name=value"),
+            hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="NAME[:PRESET] saved by `tune`"),
+            reading: Optional[str] = typer.Option(None, help="a winner's notebook or write-up reading (default: "
+                                                             "run's)"),
+            seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+            train_seconds: Optional[float] = typer.Option(None, "--train-seconds", help="the original's training "
+                                                                                        "time, for the time ratio"),
+            reference: int = typer.Option(0, "--reference", help="N: retrain N models and run the method N times "
+                                                                 "for the challenge's F (cached, resumable)"),
+            recipe: Optional[Path] = typer.Option(None, "--recipe", help="TOML with the [recipe] of the original"),
+            cache: Optional[Path] = typer.Option(None, help="artifact cache (default ~/.cache/obliviate)"),
+            quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Unlearn your own model: apply a method to trained weights, write them with an audit of what was forgotten
+    (docs/unlearn.md)."""
+    from .unlearn import run_unlearn
+    dir_, audit = run_unlearn(model, weights, data, out, method, forget_groups, forget_file, model_kwargs, size,
+                              pixel_scale, normalise, parse_hp(hp), hp_preset, reading, seed, device, train_seconds,
+                              reference, recipe, cache, progress=None if quiet else RichProgress(),
+                              command="obliviate " + " ".join(sys.argv[1:]))
+    if not quiet:
+        console.print(audit["summary"])
+        console.print(f"wrote {dir_}/model.safetensors, audit.json, audit.html")
+
+
 kit_app = typer.Typer(no_args_is_help=True, help="Reference kits: a preset's original and reference population, "
                                                    "built once and shipped (docs/kits.md).")
 app.add_typer(kit_app, name="kit")
