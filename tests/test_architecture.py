@@ -1,5 +1,5 @@
-"""The package's imports run one way (DESIGN.md: plan -> execute -> score -> write, no import circles). Read
-from the source with `ast`, lazy imports inside functions included: a circle hidden in a function body is
+"""The package's imports run one way (obliviate/runner.py: plan -> execute -> score -> write, no import circles).
+Read from the source with `ast`, lazy imports inside functions included: a circle hidden in a function body is
 still a circle a reader has to untangle."""
 import ast
 from pathlib import Path

@@ -91,7 +91,7 @@ HALF = np.arange(60) < 30
 
 @pytest.mark.parametrize("ratio, gap, tol", [
     (1.0, 0.0, 0.03),                                            # a perfect unlearner
-    (0.7, 0.3, 0.006),                                           # DESIGN.md's regime table: 0.013-0.022
+    (0.7, 0.3, 0.006),                                           # docs/challenge.md's regime table: 0.013-0.022
     (np.where(HALF, 1.0, 0.5), np.where(HALF, 0.0, 1.5), 0.03),   # half the examples forgotten, half far off
 ])
 def test_projection_from_64_models_matches_a_direct_draw_at_512(ratio, gap, tol):

@@ -111,7 +111,7 @@ LEN = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
         raise RuntimeError(f"len(loader) {len(retain_loader)} but {seen} batches")
 '''
 
-# a top-ranked team's notebook style (our transcription of the 1st place's algorithm as METHODS.md A1 describes
+# a top-ranked team's notebook style (our transcription of the 1st place's algorithm as docs/methods.md describes
 # it, epochs cut from 8 to 2 for the test's time): its own batch-256 DataLoader over retain_loader.dataset,
 # zip of two loaders, len(forget_loader) in the schedule, dict batches, .to(DEVICE), no return value
 TOP = HEAD + '''DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

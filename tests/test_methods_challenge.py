@@ -15,7 +15,8 @@ from obliviate.training import predict
 
 try:
     from obliviate.metrics import logit_scaled_confidence
-except ImportError:          # metrics may not be there yet: the same formula (DESIGN.md, "official metric" 1.)
+except ImportError:          # metrics may not be there yet: the same formula (docs/challenge.md, "The official
+                             # metric", step 1)
     def logit_scaled_confidence(logits, labels):
         z = np.asarray(logits, np.float64)
         p = np.exp(z - z.max(1, keepdims=True))

@@ -1,4 +1,4 @@
-"""obliviate.metrics.challenge against a literal reference of DESIGN.md "The official metric".
+"""obliviate.metrics.challenge against a literal reference of docs/challenge.md, "The official metric".
 
 The reference below walks the thresholds the way the spec states them (one right threshold at
 a time, its 400 left thresholds from np.linspace, counts by direct comparison, step 5 rule by

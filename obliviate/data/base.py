@@ -5,7 +5,7 @@ integer labels, optional identity groups (-1 where unknown) and an optional pred
 ("train"/"test"). Everything downstream works on tensors; there is no torch DataLoader in the hot path (a run
 trains thousands of small models, and DataLoader start-up would dominate).
 
-The loaders a method receives serve the challenge's harness (DESIGN.md, "The harness") in both styles real
+The loaders a method receives serve the challenge's harness (docs/challenge.md, "The harness") in both styles real
 submissions were written in:
 
 * a batch is a `Batch`: a 2-tuple `(inputs, targets)` (the starting kit's `for inputs, targets in loader`)

@@ -11,7 +11,7 @@ Algorithm (model in train mode), for epochs t = 0..E-1 (E = 10), over D_r in bat
   Optimiser SGD(lr 0.01, momentum 0.9, weight decay 5e-4), constant lr (MultiStepLR "91,136" not reached).
   Return the model in eval mode.
 
-gamma (UNCONFIRMED in METHODS.md). The repo's README passes `--alpha 0.2`, but that is the arg_parser
+gamma (no primary source gives the paper's value). The repo's README passes `--alpha 0.2`, but that is the arg_parser
 default shared with Fisher forgetting / IU, where alpha is a noise scale; as an L1 weight on a ResNet-18
 (||theta||_1 ~ 1e4) it would swamp the cross-entropy, so it is not the paper's value. Third-party
 re-runs of the repo use 1e-4 (JingWu321/Scissorhands `Classification/sh/main_0.5_cifar10.sh`,

@@ -11,7 +11,7 @@ Algorithm (model in train mode):
   2. For each of 5 epochs, for each forget batch (batch 256): loss = -CE(f(x_f), y_f); one SGD step.
   3. Return the model in eval mode.
 
-Hyperparameters (METHODS.md marked the per-paper lr/epochs UNCONFIRMED): the repositories' README command
+Hyperparameters (no primary source gives the paper's own lr/epochs): the repositories' README command
 for GA is `--unlearn GA --unlearn_epochs 5 --unlearn_lr 0.0001` (Unlearn-Sparse README.MD and
 Unlearn-Saliency Classification/README.md), batch 256, momentum 0.9 and weight decay 5e-4 from their
 arg_parser defaults. xcadet/deepunlearn's ORIGINAL_LR 0.01 / 10 epochs are Unlearn-Sparse's argparse

@@ -17,8 +17,8 @@ Algorithm (teacher = frozen copy of the original in eval mode; student = the mod
 Defaults: the large-scale cell (gamma 0.99, alpha 0.001, beta 0, smoothing 0, msteps 2, kd_T 4, sgda_epochs 3,
 sgda_learning_rate 5e-4, lr_decay_epochs [3,5,9], lr_decay_rate 0.1, sgda_weight_decay 5e-4, sgda_momentum
 0.9, sgda_batch_size 128, del_batch_size 32). Note: in that notebook the loaders actually iterated were built
-earlier with batch 256 (retain) / 512 (forget); we use the declared sgda/del batch sizes, which METHODS.md
-also records. With 3 epochs the milestones never bite (e > 3 never holds).
+earlier with batch 256 (retain) / 512 (forget); we use the declared sgda/del batch sizes (docs/methods.md,
+"scrub"). With 3 epochs the milestones never bite (e > 3 never holds).
 The first max pass does NOT start from zero KL on a model with BatchNorm: the teacher runs in eval mode
 (running statistics) while the student runs in train mode (batch statistics), so their logits already differ
 on the first forget batch and the max steps act at once. Only on BatchNorm-free models (the MLP, the small

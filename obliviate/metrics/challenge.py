@@ -1,8 +1,8 @@
 """The official forgetting-quality metric of the NeurIPS 2023 Machine Unlearning Challenge: the public API.
 
 Source: google-deepmind/unlearning_evaluation, metric.py (the organisers' code), and the challenge's
-write-up "Machine_Unlearning_Metric.pdf". The contract is DESIGN.md, section "The official metric
-(implement exactly)"; docs/metric.md gives the definition and the derivation of the fast search.
+write-up "Machine_Unlearning_Metric.pdf". The contract is docs/challenge.md, section "The official metric";
+docs/metric.md derives the fast search from it.
 
 Per forget example, the unlearned and retrained models' logit-scaled confidences (step 1, here) are two
 populations. Many threshold attacks try to tell them apart; each attack's (fpr, fnr) gives an epsilon, the

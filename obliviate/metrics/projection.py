@@ -1,6 +1,6 @@
 """Where does a row sit, and what F would it score at N = 512? Arrays in, numbers out (docs/projection.md).
 
-Diagnostics (docs/calibration.md; DESIGN.md, "The regime a faithful benchmark must reproduce"), per forget
+Diagnostics (docs/studies/calibration.md; docs/challenge.md, "The regime"), per forget
 example over the models, each summarised by the median over forget examples:
 
     spread ratio   std(row) / std(retrained)                   1 for a perfect unlearner, 0 for identical models
@@ -35,7 +35,7 @@ from scipy.stats import norm
 
 from .challenge import example_epsilons, points
 
-PROJECT_N = 512        # the challenge's population size (DESIGN.md)
+PROJECT_N = 512        # the challenge's population size (docs/challenge.md)
 DRAWS = 50             # repetitions of (posterior draw of g, l; n fresh models per population); docs/projection.md
 CONFIDENCE = 0.95      # the interval's level, as the leaderboard's (metrics/resample.py)
 

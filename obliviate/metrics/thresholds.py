@@ -2,7 +2,7 @@
 of a threshold as a table over integer counts, and every threshold evaluated (`exhaustive`).
 
 This is the definition the fast search (search.py) must reproduce bit for bit; docs/metric.md derives why
-it does. DESIGN.md "The official metric (implement exactly)" is the contract; step numbers refer to it.
+it does. docs/challenge.md, "The official metric", is the contract; step numbers refer to it.
 """
 import numpy as np
 

@@ -325,7 +325,7 @@ def nstudy(study: dict) -> Figure:
 
 
 # F at N = 512 of synthetic normal populations (spread ratio, location gap) -> F, scored with the official metric
-# (DESIGN.md, "The regime a faithful benchmark must reproduce"; retrained std 1-3: at std 0.1-0.3 the threshold
+# (docs/challenge.md, "The regime"; retrained std 1-3: at std 0.1-0.3 the threshold
 # grid lowers the ceiling to ~0.09, docs/projection.md)
 REGIME_MARKS = [(1.0, 0.0, "F 0.19-0.21"), (1.0, 0.5, "F 0.04-0.08"), (0.7, 0.3, "F 0.013-0.022"),
                 (0.5, 0.25, "F 0.002-0.007"), (0.14, 1.2, "F < 0.003")]
