@@ -7,9 +7,10 @@ value of the wrong type or range, or bad TOML syntax is refused with one sentenc
 key. `Preset.to_dict()` is what every run stores in its leaderboard.json; `to_toml()` writes a record
 back out (load -> to_toml -> load gives the same record).
 
-The challenge recipe (DESIGN.md): 30 epochs, batch 64, class-weighted cross-entropy, Adam lr 1e-4,
-weight decay 5e-3, cosine schedule. The small presets keep its shape (Adam, weighted CE, cosine, batch
-64) but use a larger learning rate, since a 64-unit MLP on 1,437 digits barely moves at 1e-4 in 30 epochs.
+The challenge recipe (docs/challenge.md, "The original and retrained models"): 30 epochs, batch 64,
+class-weighted cross-entropy, Adam lr 1e-4, weight decay 5e-3, cosine schedule. The small presets keep its
+shape (Adam, weighted CE, cosine, batch 64) but use a larger learning rate, since a 64-unit MLP on 1,437
+digits barely moves at 1e-4 in 30 epochs.
 
 A record, every key but `source` and `model` optional (defaults below):
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import UserError
@@ -260,8 +261,7 @@ def get_preset(name_or_path) -> Preset:
             raise UserError(f"preset file {s} does not exist: check the path, or use a built-in preset "
                             f"({', '.join(PRESETS)}).")
         return load_preset(s)
-    raise UserError(f"unknown preset {s!r}: choose one of {', '.join(PRESETS)}, or pass a path to a .toml record.")
-
-
-def with_overrides(p: Preset, **kw) -> Preset:
-    return replace(p, **{k: v for k, v in kw.items() if v is not None})
+    from .suggest import nearest
+    hint = nearest(s, PRESETS)
+    raise UserError(f"unknown preset {s!r}" + (f" (did you mean {hint!r}?)" if hint else "") +
+                    f": choose one of {', '.join(PRESETS)}, or pass a path to a .toml record.")

@@ -4,7 +4,8 @@ A method is `unlearn(model, retain, forget, val, *, generator, **hparams) -> mod
 and `val` are challenge-style loaders (iterating yields `(inputs, targets)` batches, batch 64, shuffled
 by the loader's own generator), `generator` is a torch.Generator seeded for this run, and every
 hyperparameter is a keyword argument whose default (the published value) sits in the signature.
-Register with `@register_method("name")`; a module in obliviate/methods/ is picked up on import.
+Register with `@register_method("name")`; a module in obliviate/methods/ is picked up on import. docs/methods.md
+describes every registered method, its defaults' origin and its sources.
 """
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ class Method:
     aliases: tuple = ()           # technique names that resolve to this method (one cache key, one row)
     place: int | None = None      # the challenge's prize place (1-8) for the eight winners, else None
     team: str = ""                # the winning team, as the organisers' slides and its write-up name it
-    reported: str = ""            # the score the team reported (METHODS.md section A table)
+    reported: str = ""            # the score the team's write-up reports (docs/challenge.md, "The winners")
     writeup: str = ""             # Kaggle discussion id of the team's write-up
     degenerate: object = None     # (model, hp) -> str | None: what the method becomes on a small model
     user: object = None           # a user's own function (file or Python callable): runs under the challenge's
                                   # harness semantics (protocol.unlearn_once); its cache key is its source (codehash)
     notebook: tuple = ()          # ((hyperparameter, value), ...): the team's Kaggle notebook as ported by
-                                  # xcadet/deepunlearn, where it reads the write-up otherwise (`--reading notebook`)
+                                  # xcadet/deepunlearn, where it differs from the write-up's values in the
+                                  # signature (`--reading notebook`; docs/methods.md, "Two readings")
 
     def __call__(self, model, retain, forget, val, *, generator, **hp):
         return self.fn(model, retain, forget, val, generator=generator, **{**self.defaults, **hp})
@@ -56,16 +58,20 @@ class Method:
         return hp
 
     def reading(self, which: str) -> dict:
-        """The hyperparameters `which` reading sets: {} for "write-up" (the defaults: METHODS.md says the
-        write-up states the team's method), the port's values for "notebook" ({} where the two agree)."""
+        """The hyperparameters `which` reading sets: {} for "write-up" (the signature's defaults hold the
+        write-up's values), the port's values for "notebook" ({} where the two agree)."""
         if which not in READINGS:
-            raise UserError(f"unknown reading {which!r}: use " + " or ".join(repr(r) for r in READINGS) + ".")
+            from ..suggest import nearest
+            hint = nearest(which, READINGS)
+            raise UserError(f"unknown reading {which!r}" + (f" (did you mean {hint!r}?)" if hint else "") +
+                            ": use " + " or ".join(repr(r) for r in READINGS) + ".")
         return dict(self.notebook) if which == "notebook" else {}
 
 
-# How a winner's method is read where its write-up and its notebook disagree. The default is the write-up's
-# (METHODS.md); "notebook" is what was scored on Kaggle, as xcadet/deepunlearn ported it. On `w16` at N = 128 the
-# two readings of `kookmin` and `seif` scored 0.0025 vs 0.085 and 0.0005 vs 0.106 (docs/regime.md, post hoc).
+# How a winner's method is read where its write-up and its notebook disagree (docs/methods.md, "Two readings"):
+# "notebook" is the code Kaggle ran and scored, as xcadet/deepunlearn ported it; "write-up" is the team's own
+# description, whose values the signatures hold. On `w16` at N = 128 the two readings of `kookmin` and
+# `seif` scored 0.0025 vs 0.085 and 0.0005 vs 0.106 (docs/studies/regime.md, post hoc).
 READINGS = ("write-up", "notebook")
 
 METHODS: dict[str, Method] = {}     # canonical name -> Method (one entry per method: aliases are not keys)
@@ -130,10 +136,32 @@ def small_model_notes(models=None) -> dict:
     return notes
 
 
+KAGGLE_FUNCTION = "unlearning"     # the function the challenge's notebook calls: a user file's default
+
+
+def user_file_spec(name: str) -> str | None:
+    """`path/to/file.py:function` for a user's method file (`path/to/file.py` alone names its `unlearning`, as
+    on Kaggle); None when `name` is not a file spec."""
+    if ".py:" in name:
+        return name
+    if name.endswith(".py"):
+        return f"{name}:{KAGGLE_FUNCTION}"
+    return None
+
+
+def _unknown_method(name: str) -> UserError:
+    from ..suggest import nearest
+    hint = nearest(name, sorted(METHODS) + sorted(ALIASES) + ["all", "winners"])
+    return UserError(f"unknown method {name!r}" + (f" (did you mean {hint!r}?)" if hint else "") +
+                     ": run `obliviate methods` to list them, use `all` or `winners`, or pass path/to/file.py "
+                     f"(its `{KAGGLE_FUNCTION}` function) or path/to/file.py:function for your own.")
+
+
 def expand_method_names(names) -> list:
     """`--method` values -> canonical method names, in order, each once: "all" (every registered method),
     "winners" (the eight winners by place, then `finetune`, the official baseline), comma lists, aliases;
-    a user file `path.py:function` passes through. An unknown name is refused in one sentence."""
+    a user file passes through as `path.py:function` (`path.py` alone: `path.py:unlearning`). An unknown name is
+    refused in one sentence that names the nearest valid one."""
     discover()
     out = []
     for entry in names:
@@ -149,9 +177,10 @@ def expand_method_names(names) -> list:
                 out += winners() + ["finetune"]
             elif canonical_name(n) in METHODS:
                 out.append(canonical_name(n))
+            elif user_file_spec(n):
+                out.append(user_file_spec(n))
             else:
-                raise UserError(f"unknown method {n!r}: run `obliviate methods` to list them, use `all` or "
-                                f"`winners`, or pass path/to/file.py:function for your own.")
+                raise _unknown_method(n)
     return list(dict.fromkeys(out))
 
 
@@ -215,11 +244,13 @@ def discover() -> None:
 
 
 def load_user_method(spec: str) -> Method:
-    """`path/to/file.py:function`: a Kaggle-style `unlearning(net, retain_loader, forget_loader, val_loader)`."""
+    """`path/to/file.py:function`: a Kaggle-style `unlearning(net, retain_loader, forget_loader, val_loader)`.
+    A file without that function is refused with the list of the functions it does define."""
     path, _, fname = spec.rpartition(":")
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"method file {path!r} does not exist: pass --method path/to/file.py:function.")
+        raise UserError(f"method file {path!r} does not exist: check the path, and pass --method path/to/file.py "
+                        f"(its `{KAGGLE_FUNCTION}` function) or path/to/file.py:function.")
     try:
         mod_spec = importlib.util.spec_from_file_location(f"obliviate_user_{p.stem}", p)
         module = importlib.util.module_from_spec(mod_spec)
@@ -229,10 +260,24 @@ def load_user_method(spec: str) -> Method:
         raise user_code_error(f"method file {path!r} failed to import", e) from None
     fn = getattr(module, fname, None)
     if not callable(fn):
-        raise UserError(f"method file {path!r} has no function {fname!r}: define "
-                        f"{fname}(net, retain_loader, forget_loader, val_loader) -> net.")
+        raise _no_function(path, fname, module)
 
     return _user_method(f"{p.stem}:{fname}", fn)
+
+
+def _no_function(path: str, fname: str, module) -> UserError:
+    """The file lacks `fname`: name the functions it does define, and the nearest to `fname` if one is close."""
+    from ..suggest import nearest
+    defined = [k for k, v in vars(module).items()
+               if inspect.isfunction(v) and v.__module__ == module.__name__]
+    hint = nearest(fname, defined)
+    if not defined:
+        return UserError(f"method file {path!r} defines no function: define "
+                         f"{fname}(net, retain_loader, forget_loader, val_loader) in it.")
+    return UserError(f"method file {path!r} has no function {fname!r}" +
+                     (f" (did you mean {hint!r}?)" if hint else "") +
+                     f": it defines {', '.join(defined)}; pass --method {path}:NAME with one of them, or define "
+                     f"{fname}(net, retain_loader, forget_loader, val_loader) in it.")
 
 
 def _user_method(name: str, fn) -> Method:
@@ -258,7 +303,8 @@ def register_callable(fn) -> str:
 
 
 def get_method(name) -> Method:
-    """A registered name or alias, `path/to/file.py:function`, a Python function, or a Method."""
+    """A registered name or alias, `path/to/file.py:function` (`path/to/file.py`: its `unlearning`), a Python
+    function, or a Method."""
     if isinstance(name, Method):
         return name
     if callable(name):
@@ -269,11 +315,10 @@ def get_method(name) -> Method:
                             f"process that passed them; use a file (--method path/to/file.py:function) to run "
                             f"in workers or on Ray.")
         return CALLABLES[name]
-    if ".py:" in name:
-        return load_user_method(name)
+    if user_file_spec(name):
+        return load_user_method(user_file_spec(name))
     discover()
     name = ALIASES.get(name, name)
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}: run `obliviate methods` to list them, or pass "
-                        f"path/to/file.py:function for your own.")
+        raise _unknown_method(name)
     return METHODS[name]
