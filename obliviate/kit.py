@@ -228,8 +228,10 @@ def load_kit(path) -> Kit:
     return Kit(path, record)
 
 
-def installed_kits(root: Path = KITS_DIR) -> list[Kit]:
-    return [load_kit(p) for p in sorted(Path(root).iterdir()) if (p / "kit.json").is_file()] if Path(root).is_dir() else []
+def installed_kits(root: Path | None = None) -> list[Kit]:
+    """The kits shipped with obliviate (obliviate/kits/<name>/), by name."""
+    root = Path(root or KITS_DIR)
+    return [load_kit(p) for p in sorted(root.iterdir()) if (p / "kit.json").is_file()] if root.is_dir() else []
 
 
 def find_kit(name_or_dir: str) -> Kit:

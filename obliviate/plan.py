@@ -214,7 +214,8 @@ def choose_kit(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.dev
     if cfg.kit is None:
         return None, []
     from .kit import find_kit, installed_kits, split_identity, training_record, verify_files
-    record = training_record(preset)
+    record = {**training_record(preset), "forget": cfg.forget or preset.forget,            # the run's overrides
+              "pixel_scale": cfg.pixel_scale if cfg.pixel_scale is not None else preset.pixel_scale}
     if cfg.kit == "auto":
         kits = [k for k in installed_kits() if k.record["preset"] == preset.name or k.record["record"] == record]
     else:
