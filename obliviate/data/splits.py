@@ -15,6 +15,7 @@ common (R times class 0).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -154,6 +155,41 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
     """Split `raw` into retain/forget/val/test. `role="tune"` picks forget groups disjoint from "eval"'s.
     `pixel_scale` multiplies every split's (standardised) inputs: 255 serves the challenge's magnitude, so a
     submission written for 0-255 images runs as written, and every model trains and is scored on that scale."""
+    kind, value, scope, n_scope = _validate(raw, forget, pixel_scale, imbalance)
+    rng = _rng("split", raw.name, seed)              # one stream: the split, then the test subsample
+    train_idx, val_idx, test_idx = _split_rows(raw, rng)
+    if imbalance != 1:                               # before max_train, so a subsample keeps the class ratios
+        train_idx, val_idx, test_idx = _imbalance_rows(raw, seed, imbalance, train_idx, val_idx, test_idx)
+    if max_train is not None and len(train_idx) > max_train:
+        train_idx, val_idx, test_idx = _subsample_rows(rng, max_train, train_idx, val_idx, test_idx)
+    train_idx = np.sort(train_idx)                   # train rows in the source's order
+    ytr = raw.y[train_idx].numpy()
+    groups = _train_identities(raw, train_idx, ytr, group_size)
+
+    forget_groups: list = []
+    if kind == "groups":
+        forget_groups, in_forget = _forget_identities(raw, forget, seed, role, int(value), scope, n_scope, groups, ytr)
+    elif kind == "random":
+        in_forget = _forget_random(raw, seed, role, value, len(train_idx))
+    else:
+        in_forget = ytr == int(value)
+    if in_forget.sum() == 0:
+        raise UserError(f"forget spec {forget!r} selects no training example: pick a larger fraction or another class.")
+    if in_forget.all():
+        raise UserError(f"forget spec {forget!r} selects the whole training set, leaving nothing to retain.")
+
+    mean, std = _standardisation(raw.x, train_idx, pixel_scale)
+    person = raw.groups.clone()                      # identity per source row; train rows: the groups used above
+    person[torch.as_tensor(train_idx, dtype=torch.long)] = torch.as_tensor(groups, dtype=torch.long)
+    take = functools.partial(_take, raw, mean, std, person)
+    key, train_key = _cache_keys(raw, forget, seed, group_size, max_train, role, pixel_scale, imbalance)
+    return Splits(retain=take(train_idx[~in_forget]), forget=take(train_idx[in_forget]), val=take(val_idx),
+                  test=take(test_idx), num_classes=raw.num_classes, forget_groups=forget_groups, key=key,
+                  train_key=train_key)
+
+
+def _validate(raw: RawData, forget: str, pixel_scale, imbalance) -> tuple[str, float, str | None, int]:
+    """The options, checked before any work: (kind, value, scope, classes in scope) of the forget spec."""
     if not (isinstance(pixel_scale, (int, float)) and math.isfinite(pixel_scale) and pixel_scale > 0):
         raise UserError(f"pixel scale {pixel_scale!r} must be a positive number: 1 (the default) or 255 for "
                         f"the challenge's 0-255 magnitude.")
@@ -161,92 +197,103 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
         raise UserError(f"imbalance {imbalance!r} is not valid: use a ratio >= 1 (1 keeps the data's class sizes).")
     kind, value = parse_forget(forget)
     _, scope, n_scope = forget_scope(forget)
-    n = len(raw.y)
-    rng = _rng("split", raw.name, seed)
-    if raw.is_test is not None:                      # the source's own test split; val carved from train
+    if kind == "class" and (not 0 <= int(value) < raw.num_classes or value != int(value)):
+        raise UserError(f"forget spec class:{value:g} names no class: use class:C with 0 <= C < {raw.num_classes}.")
+    return kind, value, scope, n_scope
+
+
+def _split_rows(raw: RawData, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) source rows: the source's own test split with val carved from train, or 80/10/10."""
+    if raw.is_test is not None:
         test_idx = np.flatnonzero(raw.is_test.numpy())
         pool = rng.permutation(np.flatnonzero(~raw.is_test.numpy()))
         n_val = max(1, len(pool) // 9)               # ~10% of the full set when train is ~90% of it
-        val_idx, train_idx = pool[:n_val], pool[n_val:]
-    else:                                            # 80/10/10
-        perm = rng.permutation(n)
-        n_test = n_val = max(1, n // 10)
-        test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
-    if imbalance != 1:                               # before max_train, so a subsample keeps the class ratios
-        ynp = raw.y.numpy()
-        train_idx, val_idx, test_idx = (imbalanced(i, ynp, raw.num_classes, imbalance, _rng("imbalance", raw.name,
-                                        seed, part)) for part, i in (("train", train_idx), ("val", val_idx),
-                                                                     ("test", test_idx)))
-    if max_train is not None and len(train_idx) > max_train:
-        # a subsampled benchmark keeps 80/10/10 proportions: val and test shrink with train (each at most
-        # max_train // 8), so per-model evaluation and the methods that read val scale with the preset
-        train_idx = train_idx[:max_train]
-        cap = max(1, max_train // 8)
-        val_idx = val_idx[:cap]
-        test_idx = np.sort(rng.permutation(test_idx)[:cap])
-    train_idx = np.sort(train_idx)
+        return pool[n_val:], pool[:n_val], test_idx
+    perm = rng.permutation(len(raw.y))
+    n_test = n_val = max(1, len(raw.y) // 10)
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
 
-    x, y = raw.x, raw.y
-    ytr = y[train_idx].numpy()
+
+def _imbalance_rows(raw: RawData, seed: int, ratio: float, train_idx, val_idx, test_idx):
+    """Each split keeps `imbalanced`'s share of each class, from a stream of its own."""
+    y = raw.y.numpy()
+    return tuple(imbalanced(idx, y, raw.num_classes, ratio, _rng("imbalance", raw.name, seed, part))
+                 for part, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)))
+
+
+def _subsample_rows(rng, max_train: int, train_idx, val_idx, test_idx):
+    """A subsampled benchmark keeps 80/10/10 proportions: val and test shrink with train (each at most
+    max_train // 8), so per-model evaluation and the methods that read val scale with the preset."""
+    cap = max(1, max_train // 8)
+    return train_idx[:max_train], val_idx[:cap], np.sort(rng.permutation(test_idx)[:cap])
+
+
+def _train_identities(raw: RawData, train_idx: np.ndarray, ytr: np.ndarray, group_size: int) -> np.ndarray:
+    """Identity group of each train row: the source's; pseudo-identities when it has none; a person of its
+    own for each row of unknown identity when it has some."""
     groups = raw.groups[train_idx].numpy()
-    if (groups < 0).all():                           # no identities at all: make pseudo-identities
-        groups = pseudo_identities(x[train_idx].numpy(), ytr, max(1, group_size))
-    elif (groups < 0).any():                         # some rows of unknown identity: each its own person
+    if (groups < 0).all():
+        return pseudo_identities(raw.x[train_idx].numpy(), ytr, max(1, group_size))
+    if (groups < 0).any():
         unknown = groups < 0
         groups = groups.copy()
         groups[unknown] = groups.max() + 1 + np.arange(unknown.sum())
+    return groups
 
-    forget_groups: list = []
-    if kind == "groups":
-        k = int(value)
-        ids = np.unique(groups)
-        if scope:                                    # identities wholly inside the scope's n_scope classes
-            counts = np.bincount(ytr, minlength=raw.num_classes)
-            order = np.argsort(counts if scope == "rare" else -counts, kind="stable")
-            ids = np.setdiff1d(ids, np.unique(groups[~np.isin(ytr, order[:n_scope])]))
-        eval_pick = _rng("forget", raw.name, seed, "eval").permutation(ids)
-        if role == "eval":
-            chosen = eval_pick[:k]
-        else:                                        # tuning set: other identities of the same data
-            chosen = _rng("forget", raw.name, seed, role).permutation(eval_pick[k:])[:k]
-        if len(chosen) < k:
-            where = f" in its {n_scope} {'rarest' if scope == 'rare' else 'most common'} classes" if scope else ""
-            raise UserError(f"forget spec {forget} asks for more identities than the {len(ids)} the training "
-                            f"set has{where}"
-                            f"{' (beside the evaluation ones)' if role != 'eval' else ''}: use a smaller K.")
-        forget_groups = sorted(int(g) for g in chosen)
-        in_forget = np.isin(groups, chosen)
-    elif kind == "random":
-        r = _rng("forget", raw.name, seed, role)
-        in_forget = np.zeros(len(train_idx), bool)
-        in_forget[r.permutation(len(train_idx))[:int(round(value * len(train_idx)))]] = True
+
+def _forget_identities(raw: RawData, forget: str, seed: int, role: str, k: int, scope: str | None, n_scope: int,
+                       groups: np.ndarray, ytr: np.ndarray) -> tuple[list, np.ndarray]:
+    """groups:K[@scope]: (the K identities drawn, mask of their train rows). The tuning set draws K other
+    identities of the same data."""
+    ids = np.unique(groups)
+    if scope:                                        # identities wholly inside the scope's n_scope classes
+        counts = np.bincount(ytr, minlength=raw.num_classes)
+        order = np.argsort(counts if scope == "rare" else -counts, kind="stable")
+        ids = np.setdiff1d(ids, np.unique(groups[~np.isin(ytr, order[:n_scope])]))
+    eval_pick = _rng("forget", raw.name, seed, "eval").permutation(ids)
+    if role == "eval":
+        chosen = eval_pick[:k]
     else:
-        c = int(value)
-        if not 0 <= c < raw.num_classes or value != c:
-            raise UserError(f"forget spec class:{value:g} names no class: use class:C with 0 <= C < {raw.num_classes}.")
-        in_forget = ytr == c
-    if in_forget.sum() == 0:
-        raise UserError(f"forget spec {forget!r} selects no training example: pick a larger fraction or another class.")
-    if in_forget.all():
-        raise UserError(f"forget spec {forget!r} selects the whole training set, leaving nothing to retain.")
+        chosen = _rng("forget", raw.name, seed, role).permutation(eval_pick[k:])[:k]
+    if len(chosen) < k:
+        where = f" in its {n_scope} {'rarest' if scope == 'rare' else 'most common'} classes" if scope else ""
+        raise UserError(f"forget spec {forget} asks for more identities than the {len(ids)} the training "
+                        f"set has{where}"
+                        f"{' (beside the evaluation ones)' if role != 'eval' else ''}: use a smaller K.")
+    return sorted(int(g) for g in chosen), np.isin(groups, chosen)
 
-    # standardise with the training set's per-channel statistics (computed once, applied to every split)
+
+def _forget_random(raw: RawData, seed: int, role: str, fraction: float, n_train: int) -> np.ndarray:
+    """random:FRACTION: a mask of round(FRACTION * n_train) train rows, drawn per role."""
+    in_forget = np.zeros(n_train, bool)
+    in_forget[_rng("forget", raw.name, seed, role).permutation(n_train)[:int(round(fraction * n_train))]] = True
+    return in_forget
+
+
+def _standardisation(x: torch.Tensor, train_idx: np.ndarray, pixel_scale: float):
+    """(mean, std) per channel of the training set, applied to every split; std / pixel_scale scales the inputs."""
     xtr = x[train_idx]
     dims = [0] + list(range(2, x.dim()))
     mean, std = xtr.mean(dims, keepdim=True), xtr.std(dims, keepdim=True).clamp(min=1e-6)
     if pixel_scale != 1:
         std = std / pixel_scale
-    person = raw.groups.clone()                      # identity per source row; train rows: the groups used above
-    person[torch.as_tensor(train_idx, dtype=torch.long)] = torch.as_tensor(groups, dtype=torch.long)
-    def take(idx):
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        return TensorSet(((x[idx] - mean) / std).contiguous(), y[idx].clone(), idx.clone(), person[idx].clone())
+    return mean, std
 
+
+def _take(raw: RawData, mean, std, person: torch.Tensor, idx) -> TensorSet:
+    """The standardised rows `idx` of `raw`, with their labels, source row ids and identities."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    return TensorSet(((raw.x[idx] - mean) / std).contiguous(), raw.y[idx].clone(), idx.clone(), person[idx].clone())
+
+
+def _cache_keys(raw: RawData, forget: str, seed: int, group_size: int, max_train, role: str, pixel_scale: float,
+                imbalance: float) -> tuple[str, str]:
+    """(key, train_key): hashes of everything that determined the splits, and of what determined the training
+    set (not the forget spec nor the role). Options added after the first keys enter a key only when they are
+    not their default, so splits made without them keep their keys, and their cached models."""
     fp = raw.fingerprint()
-    scale = () if pixel_scale == 1 else (float(pixel_scale),)   # 1: the keys cached before the option existed
-    scale += () if imbalance == 1 else (("imbalance", float(imbalance)),)   # likewise
-    key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role) + scale).encode()).hexdigest()[:16]
-    train_key = hashlib.sha256(repr((fp, seed, max_train) + scale).encode()).hexdigest()[:16]
-    return Splits(retain=take(train_idx[~in_forget]), forget=take(train_idx[in_forget]), val=take(val_idx),
-                  test=take(test_idx), num_classes=raw.num_classes, forget_groups=forget_groups, key=key,
-                  train_key=train_key)
+    options = () if pixel_scale == 1 else (float(pixel_scale),)
+    options += () if imbalance == 1 else (("imbalance", float(imbalance)),)
+    key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role) + options).encode()).hexdigest()[:16]
+    train_key = hashlib.sha256(repr((fp, seed, max_train) + options).encode()).hexdigest()[:16]
+    return key, train_key
