@@ -34,7 +34,8 @@ def summary(audit: dict) -> str:
     took = f"{audit['method']} took {audit['seconds']:.1f} s" + (f" ({frac:.0%} of the original's training time)"
                                                                   if frac is not None else "")
     acc = [f"{_pct(a['forget_acc'])} of the {n} forgotten training examples correctly (before: "
-           f"{_pct(b['forget_acc'])})", f"{_pct(a['retain_acc'])} of the retained ones (before: {_pct(b['retain_acc'])})"]
+           f"{_pct(b['forget_acc'])})",
+           f"{_pct(a['retain_acc'])} of the retained ones (before: {_pct(b['retain_acc'])})"]
     if a["test_acc"] is not None:
         acc.append(f"{_pct(a['test_acc'])} of the test set (before: {_pct(b['test_acc'])})")
     text = f"{took}: the model now classifies " + ", ".join(acc[:-1]) + " and " + acc[-1]
@@ -47,9 +48,9 @@ def summary(audit: dict) -> str:
     if ref:
         lo, hi = ref["forgetting_quality_ci"]
         text += (f"; against {ref['n_models']} models retrained without them the challenge's forgetting quality is "
-                 f"F = {ref['forgetting_quality']:.3f} ({lo:.3f}–{hi:.3f}), {ref['projected_forgetting_quality']:.3f} "
-                 f"projected to {ref['project_n']} models, where a perfect unlearner would score "
-                 f"{ref['projected_ceiling']:.3f}")
+                 f"F = {ref['forgetting_quality']:.3f} ({lo:.3f}–{hi:.3f}), "
+                 f"{ref['projected_forgetting_quality']:.3f} projected to {ref['project_n']} models, where a perfect "
+                 f"unlearner would score {ref['projected_ceiling']:.3f}")
     return text + "."
 
 

@@ -33,8 +33,10 @@ import os
 import platform
 import time
 import tomllib
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,7 +132,9 @@ def read_weights(path) -> dict:
         except Exception as e:
             raise UserError(f"weights file {p} is not a readable safetensors file ({e}): {fix}.") from None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():       # torch warns about a pickle's protocol before refusing it
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception:                         # the restricted unpickler refused it, or it is no torch file
         what = ("holds pickled Python objects, not only tensors (a whole model saved with torch.save(model)?)"
                 if head[:2] == b"PK" else "is a pickle file, which obliviate does not load (unpickling runs code)"
@@ -259,6 +263,10 @@ def _rng(*parts) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little"))
 
 
+def _unreadable(file, e: Exception) -> UserError:
+    return UserError(f"image {file} cannot be read ({type(e).__name__}: {e}): replace it or remove its row.")
+
+
 def _decode(file: Path, mode: str, size: int | None) -> np.ndarray:
     from PIL import Image
     try:
@@ -268,7 +276,7 @@ def _decode(file: Path, mode: str, size: int | None) -> np.ndarray:
                 im = im.resize((size, size), Image.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except Exception as e:                               # PIL raises many types for damaged files
-        raise UserError(f"image {file} cannot be read ({type(e).__name__}: {e}): replace it or remove its row.") from None
+        raise _unreadable(file, e) from None
     return a[:, :, None] if a.ndim == 2 else a
 
 
@@ -285,7 +293,7 @@ def read_images(files: list, size: int | None) -> tuple[torch.Tensor, str]:
             with Image.open(f) as im:
                 modes.append((im.mode, im.size))
         except Exception as e:
-            raise UserError(f"image {f} cannot be read ({type(e).__name__}: {e}): replace it or remove its row.") from None
+            raise _unreadable(f, e) from None
     if size is None:
         odd = next((i for i, (_, s) in enumerate(modes) if s != modes[0][1]), None)
         if odd is not None:
@@ -546,13 +554,17 @@ def resolve_method(method, hp: dict | None = None, hp_preset: str | None = None,
 
 
 # --- applying it --------------------------------------------------------------------------------------------
-def _register(builder, ident: str) -> str:
-    """A model name in obliviate's registry for the user's model, so run's code (warm-up, retraining, jobs)
-    builds it as it builds its own; `builder(**kwargs)` returns it."""
+@contextmanager
+def registered(builder, ident: str):
+    """The user's model under a name in obliviate's model registry while the block runs, so run's code (warm-up,
+    retraining, jobs) builds it as it builds its own; `builder(**kwargs)` returns it."""
     from .models.registry import MODELS
     name = f"user-model-{ident}"
     MODELS[name] = lambda in_shape, num_classes, **kw: builder(**kw)
-    return name
+    try:
+        yield name
+    finally:
+        MODELS.pop(name, None)
 
 
 def _preset(model_name: str, kwargs: dict, recipe, key: str):
@@ -633,10 +645,11 @@ def read_recipe(path):
     for keys, allowed, pre in ((d, top, ""), (table, RECIPE, "recipe.")):
         bad = next((k for k in keys if k not in allowed), None)
         if bad is not None:
-            hint = nearest(bad, allowed)
+            hint = nearest(bad, list(allowed) + ([] if pre else ["recipe"]))   # [recipie] -> [recipe]
             raise UserError(f"recipe file {p}: unknown key '{pre}{bad}'"
-                            f"{f' (did you mean {pre}{hint!r}?)' if hint else ''}: a recipe has "
-                            f"{', '.join(RECIPE)}.")
+                            f"{f' (did you mean {pre + hint!r}?)' if hint else ''}: a recipe has "
+                            f"{', '.join(RECIPE)}, in a [recipe] table (a preset record's other keys are ignored) "
+                            f"or alone.")
     _check(f"recipe file {p}", table, RECIPE, "recipe.")
     rec = {k: float(v) if k in ("lr", "weight_decay") else v for k, v in table.items()}
     return Recipe(**rec), dict(table), sha256(raw)
@@ -653,8 +666,8 @@ def reference(original_state: dict, splits: Splits, preset, pop, n: int, seed: i
     retrained = Population("retrained", "reference", "train", SEED_REFERENCE)
     pops = [(retrained, [member_seed(seed, SEED_REFERENCE, i) for i in range(n)], train_chunk(preset)),
             (pop, [seed] + [member_seed(seed, SEED_UNLEARN, i) for i in range(1, n)], UNLEARN_CHUNK)]
-    train_code = modules_fingerprint(["obliviate.training", "obliviate.population", "obliviate.protocol",
-                                      "obliviate.execute"])
+    # the modules plan.training_code keys a run's trained models by; the user's model file is in ident
+    train_code = modules_fingerprint(["obliviate.training", "obliviate.population", "obliviate.protocol"])
     keys, jobs = {}, []
     for p, seeds, size in pops:
         keys[p.name] = []
@@ -818,21 +831,22 @@ def run_unlearn(model: str, weights, data, out, method: str, forget_groups: str 
     weights_in = state_bytes(state)
     ident = {"model": {"file_sha256": sha256(model_bytes), "factory": model.rpartition(":")[2], "kwargs": kwargs},
              "weights_sha256": sha256(weights_in)}
-    name = _register(lambda **kw: build(factory, kw, model), content_key(ident["model"])[:16])
-    preset = _preset(name, kwargs, rec[0] if rec else None, splits.key)
-    dsplits, original = splits.to(dev), original.to(dev)
-    res = apply(original, dsplits, meth, pop, seed, dev, preset, progress)
-    cert = ref_pops = None
-    if rec is not None:
-        store = Store(cache or default_cache())
-        got = reference({k: v.cpu() for k, v in original.state_dict().items()}, dsplits, preset, pop, n_reference,
-                        seed, dev, store, ident, progress)
-        ref_pops = got["populations"]
-        cert = certificate(ref_pops, pop.name, seed)
-        # member 0 of the population is the run written to DIR (same seed, same code): recorded, not assumed
-        cert["written_run_is_member_0"] = bool(np.array_equal(ref_pops[pop.name]["conf"][0], res["after"]["conf"]))
-        cert.update(recipe=asdict(rec[0]), recipe_file=str(recipe), recipe_sha256=rec[2], cache=str(store.root),
-                    models_computed=got["computed"], models_from_cache=got["cached"])
+    with registered(lambda **kw: build(factory, kw, model), content_key(ident["model"])[:16]) as name:
+        preset = _preset(name, kwargs, rec[0] if rec else None, splits.key)
+        dsplits, original = splits.to(dev), original.to(dev)
+        res = apply(original, dsplits, meth, pop, seed, dev, preset, progress)
+        cert = ref_pops = None
+        if rec is not None:
+            store = Store(cache or default_cache())
+            state = {k: v.cpu() for k, v in original.state_dict().items()}
+            got = reference(state, dsplits, preset, pop, n_reference, seed, dev, store, ident, progress)
+            ref_pops = got["populations"]
+            cert = certificate(ref_pops, pop.name, seed)
+            # member 0 of the population is the run written to DIR (same seed, same code): recorded, not assumed
+            cert["written_run_is_member_0"] = bool(np.array_equal(ref_pops[pop.name]["conf"][0],
+                                                                  res["after"]["conf"]))
+            cert.update(recipe=asdict(rec[0]), recipe_file=str(recipe), recipe_sha256=rec[2], cache=str(store.root),
+                        models_computed=got["computed"], models_from_cache=got["cached"])
     weights_out = state_bytes(res["model"])
     prep = data_rec.pop("preprocessing")
     provenance = {
@@ -877,10 +891,10 @@ def unlearn(model: nn.Module, retain, forget, test=None, method="kookmin", *, va
     _check_labels(splits, num_classes)
     splits.num_classes = num_classes
     weights_in = state_bytes(original)
-    name = _register(lambda **kw: copy.deepcopy(original), "python")
-    preset = _preset(name, {}, None, "python")
-    dsplits, original = splits.to(dev), original.to(dev)
-    res = apply(original, dsplits, meth, pop, seed, dev, preset)
+    with registered(lambda **kw: copy.deepcopy(original), "python") as name:
+        preset = _preset(name, {}, None, "python")
+        dsplits, original = splits.to(dev), original.to(dev)
+        res = apply(original, dsplits, meth, pop, seed, dev, preset)
     provenance = {"weights_in": {"sha256": sha256(weights_in)},
                   "weights_out": {"sha256": sha256(state_bytes(res["model"]))}, "data": data_rec,
                   "method": {"name": pop.name, "reading": reading or default_reading(), "hparams": pop.hparams,
