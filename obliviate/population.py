@@ -12,36 +12,14 @@ statistics are per channel, so one BatchNorm over K*C channels is K BatchNorms, 
 mode included (`group_model`; in float64 the grouped and one-at-a-time ResNets agree exactly,
 tests/test_population.py).
 
-Paths, measured on 2 CPU cores (benchmarks/README.md, "Population training"): the MLP's forward and backward
-are written by hand (`train_mlp`, 2x faster than autograd over the same bmm's); the CNN and the ResNet run
-autograd through their own forward on grouped layers (`group_model`, channels_last; for the CNN as fast as
-the earlier hand-stacked forward, and torch.func.vmap over functional_call was slower than both). Batched
-and one-at-a-time weights agree to ~1e-7 after 30 epochs of the digits preset.
-
-ResNet-18 (width 8, 28 px, K = 8, 1 thread; every ratio from paired steps in one process, the machine shared):
-* Where the time went (torch.profiler, one stacked step): mkldnn's grouped convs 74% (backward 55%), and
-  35% of the step in the convs of layer3 and layer4, whose maps are 2x2 and 1x1: there most of a 3x3
-  kernel reads padding (on a 1x1 map only its centre tap sees data), yet mkldnn's grouped backward took
-  ~24 ms a conv per step. BatchNorm 7%, ReLU backward 2.4%, copies 4%, Adam 2%.
-* Kept: convs on maps of <= 4 pixels as one bmm against the conv's unrolled kernel (`GroupedConv2d`):
-  measured 1.26-1.29x per step, 1.48x in a later run; at <= 16 pixels (layer2 too) 0.60x of that; as
-  im2col + col2im instead, same speed (1.03x, rounds 0.78-1.23) with a hand-written backward, so the
-  simpler one stayed; its taps picked by a one-hot matmul rather than indexing: 1.09x. The benchmark
-  (--quick), before -> after: speedup over one at a time 1.4-2.3x -> 2.2-3.5x, peak_fraction 0.15-0.16 ->
-  0.21-0.26 (one-at-a-time timings moved 2.1-3.8 s a model from run to run). Now mkldnn's
-  convs of the stem, layer1 and layer2 (7x7 and 4x4 maps, 8-16 channels a group, AVX2 kernels) are ~48%
-  of a step, BatchNorm ~10%, copies 6%, the small-map bmms ~12%.
-* Measured and dropped: every conv as a bmm, in a model-major layout [K*C, B, H, W] 0.66x (im2col copies
-  with 2-7 number runs) or batch-innermost [H, W, K*C, B] 0.74x (the 8-channel layers' gemms, e.g.
-  [72, 8] @ [8, 3136], run at a quarter of the wide ones); torch.compile (inductor) of the stacked network:
-  132-280 s to compile here, then 0.98x (mkldnn convs) and 0.68x (with the bmm convs); bf16 autocast
-  0.16x on AVX2 cores (no bf16 instructions: a bf16 matmul ran at 1.9 GFLOP/s against 75 in fp32), and on
-  AVX-512 + AMX cores (2026-12-05: bf16 matmul 1,296 GFLOP/s, fp32 184) 1.00x at width 8, 1.19x at 16, 1.32x
-  at 32, paired steps, K = 8: mkldnn's grouped convs of 8-32 channels a group barely use AMX, and the
-  unlearning runs (half of a board's time or more) would not gain at all; so populations train in float32 on
-  every machine (a result must not depend on which one ran it) and no bf16 scoring study was run;
-  mkldnn's backward-data recast as a forward conv with the flipped kernel: 1.71 vs 1.68 ms; contiguous
-  instead of channels_last input: 0.79x; K = 16: as K = 8 (26.2 vs 26.3 ms/model-step), K = 4: 0.79x.
+Paths (2 CPU cores; the measurements and the variants dropped: benchmarks/README.md, "Stacked population
+training"): the MLP's forward and backward are written by hand (`train_mlp`, 2x faster than autograd over the
+same bmm's); the CNN and the ResNet run autograd through their own forward on grouped layers (`group_model`,
+channels_last). ResNet-18 convs on maps of <= 4 pixels run as one bmm against the conv's unrolled kernel
+(`GroupedConv2d`: 1.48x per stacked step over mkldnn's grouped conv alone, width 8, 28 px, K = 8), so a width-8
+stack trains 2.2-3.5x faster than one model at a time. Populations train in float32 on every machine: a result
+must not depend on which machine ran it (bf16 autocast gained nothing at width 8 even on AMX cores). Batched and
+one-at-a-time weights agree to ~1e-7 after 30 epochs of the digits preset.
 """
 from __future__ import annotations
 
@@ -61,22 +39,15 @@ from .models import MODELS, build_model
 from .presets import Recipe
 from .training import check_keep_best, cosine_lr, make_generator, train_model
 
-# Models trained stacked, and how many at once by default (benchmarks/population.py --sweep / --full --chunk,
-# 2 cores). mlp, hand-written bmm: 21-31 ms/model for K=64..512 (~17x one at a time); a 512-model digits
-# population took 15.6-17.2 s for chunk 64..512, peak RSS 420 MB (chunk 64) to 527 MB (512); 256 it is.
-# cnn (width 16), grouped channels_last conv, ms/model per epoch of 2,560 examples at K=4/8/16/32:
-# digits 8x8 19/13/12/14, fashion 14x14 56/50/52/109 (one at a time: 118): 8 is near best on both and
-# stays clear of the cliff past 16 on larger images.
-# resnet18 (paired rounds, 1 thread, 1,024 Fashion-MNIST images, speedup over one at a time at K=4/8/16), with
-# mkldnn's grouped convs only (2026-11-23): width 8, 28 px 2.6/2.4/1.9x; 32 px 2.3/1.9/1.8x; width 16, 28 px
-# 1.5/1.4/1.4x; 32 px 1.3/1.7/1.6x; width 32 1.02-1.06x, width 64 0.66x (K=4, 32 px). With the small-map bmms
-# (`GroupedConv2d`, 2026-12-03, K=8, 28 px): width 8 3.2x (2.7-3.9), 16 2.2x, 32 1.9x (1.90-1.94, 512 images),
-# 64 1.15x (1.06-1.24, 256 images: 8x the memory for 15%, so 64 trains one at a time); per model-step K=16
-# costs as K=8 and K=4 1.27x more: 8. The bmms serve maps of <= 4 pixels, which the cifar stem (no stride,
-# no max-pool) leaves only at inputs of 16 px or less, so with it the old limit, 16, holds (CPU figures; no
-# GPU was measured).
+# Models trained stacked, and how many at once by default (2 cores; benchmarks/README.md, "How many models stack
+# at once"). mlp 256: 21-31 ms/model for K = 64..512 (~17x one at a time), a 512-model digits population in
+# ~16 s at 420-527 MB peak RSS. cnn 8: near the best ms/model on digits 8x8 and fashion 14x14, clear of the
+# slowdown past K = 16 on larger images. resnet18 8: per model-step K = 16 costs as K = 8, K = 4 1.27x more.
 _CHUNK = {"mlp": 256, "cnn": 8, "resnet18": 8}
 _WIDEST = {"resnet18": {"imagenet": 32, "cifar": 16}}          # by stem
+# Stacked ResNet-18 at K = 8 over one at a time, torchvision's stem, 28 px: width 8 3.2x, 16 2.2x, 32 1.9x, 64 1.15x
+# (8x the memory for 15%: one at a time). The cifar stem leaves no map of <= 4 pixels for the bmms above 16 px
+# inputs, and with mkldnn's convs alone width 32 stacks 1.02-1.06x: 16.
 # Convs on maps of at most this many input pixels run as one bmm against their unrolled kernel (GroupedConv2d),
 # larger ones on mkldnn's grouped conv. Paired steps, ResNet-18 width 8, 28 px, K=8, against mkldnn alone
 # (0): <= 1 pixel 1.33x, <= 4 1.48x, <= 16 0.89x, <= 49 0.52x.
