@@ -22,8 +22,8 @@ submissions were written in:
   forwards it with its indices mapped), which returns the rows as `ExampleRows`, and default_collate hands
   those to `collate_examples` (registered for their example type) for two index selections instead of
   per-example dicts stacked key by key. The batch is the same, key for key, dtype for dtype, in order
-  (tests/test_getitems.py). Measured on `digits` N = 64 (issue 18): the 1st-place notebook's function cost
-  0.486 retrainings with example-by-example fetching, 0.115 with this (the registered port: 0.098).
+  (tests/test_getitems.py). On `digits` N = 64 the 1st-place notebook's function costs 0.115 retrainings with
+  this, 0.486 with example-by-example fetching (the registered port: 0.098; benchmarks/README.md, "Loaders").
 * a last batch that would hold one example is folded into the batch before it (one batch of
   `batch_size + 1`): BatchNorm in train mode cannot normalise a batch of one, and every example is still seen
   every epoch. `len(loader)` counts the batches so.
