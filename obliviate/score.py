@@ -21,7 +21,8 @@ from .version import __version__
 from .metrics import challenge_score
 from .metrics import resample
 from .metrics.extra import row_metrics
-from .metrics.projection import PROJECT_N, project_forgetting_quality, spread_and_gap
+from .metrics.projection import PROJECT_N, project_forgetting_quality
+from .metrics.regime import board_verdict
 from .methods import get_method
 from .models import build_model
 from .plan import Plan
@@ -41,33 +42,8 @@ def population_key(arrays: dict) -> str:
     return arrays_digest(arrays, sorted(k for k in arrays if k != "seconds"))
 
 
-REGIME_RATIO = (0.8, 1.25)   # finetune's spread ratio on the challenge was near 1 (docs/challenge.md, "The regime")
-REGIME_GAP = 0.5             # |location gap| in retrained stds: 0.5 already costs a ceiling-level row half its F
 SMALL_N = 64                 # below this many models a row's F is far above its 512-model value (docs/projection.md)
 PROJECTION_DRAWS = 20        # the board's projections to 512 (diagnose: 50); ~10-25 s a row at N = 64-128
-
-
-def regime(rows: list[dict], populations: dict) -> dict | None:
-    """Whether the board's ranking can be read as the challenge's: `finetune`'s row (else the top method row)
-    against the reference, its spread ratio and location gap against the challenge's, in one sentence."""
-    methods = [r for r in rows if r["role"] == "method"]
-    if not methods:
-        return None
-    row = next((r for r in methods if r["method"] == "finetune"), methods[0])
-    ratio, gap = spread_and_gap(populations[row["method"]]["conf"], populations["retrained"]["conf"])
-    ok = REGIME_RATIO[0] <= ratio <= REGIME_RATIO[1] and abs(gap) <= REGIME_GAP
-    who = f"{row['method']}'s models" + ("" if row["method"] == "finetune" else " (no finetune row)")
-    if ok:
-        sentence = (f"In the challenge's regime: {who} spread {ratio:.2f}x as much as retrained ones and sit "
-                    f"{gap:+.2f} from them (the challenge: about 1x and within 0.5), so this ranking can be read "
-                    f"as the challenge's.")
-    else:
-        why = (f"spread {ratio:.2f}x as much as retrained ones" if not REGIME_RATIO[0] <= ratio <= REGIME_RATIO[1]
-               else f"sit {gap:+.2f} retrained standard deviations from them")
-        sentence = (f"Not in the challenge's regime: {who} {why} (the challenge: about 1x and within 0.5), so this "
-                    f"ranking does not predict the challenge's.")
-    return {"row": row["method"], "spread_ratio": ratio, "location_gap": gap, "in_regime": bool(ok),
-            "sentence": sentence}
 
 
 def projection(store, u: dict, ref: dict, n_to: int, seed: int, name: str, ref_key: str, u_key: str) -> dict:
@@ -196,4 +172,6 @@ def score(plan: Plan, populations: dict, clock: dict, workers: int, t_start: flo
             "hp_preset": cfg.hp_preset, "reading": cfg.reading, "confidence": cfg.confidence,
             "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
             "preset_record": plan.preset.describe(), "cost_clock_how": clock["how"], "kit": kit_record(plan),
-            "regime": regime(rows, populations), "rows": rows}
+            "regime": board_verdict(rows, {k: p["conf"] for k, p in populations.items()},
+                                    populations["retrained"]["conf"]),
+            "rows": rows}

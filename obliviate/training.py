@@ -58,7 +58,7 @@ def train_model(model: nn.Module, data: TensorSet, recipe: Recipe, num_classes: 
     check_keep_best(recipe, val, keep_best_from_epoch)
     weight = class_weights(data.y, num_classes).to(data.x.device, data.x.dtype) if recipe.class_weighted else None
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    loader = TensorLoader(data, recipe.batch_size, shuffle=True, generator=make_generator(seed))
+    loader = TensorLoader(data, recipe.batch_size, shuffle=True, generator=make_generator(seed), fold_lone=True)
     total, step = recipe.epochs * len(loader), 0
     best_acc, best_state = -1.0, None
     model.train()

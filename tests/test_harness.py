@@ -184,8 +184,8 @@ def test_a_batch_is_a_tuple_and_a_kaggle_dict_without_copies():
     data = TensorSet(torch.randn(129, 4), torch.arange(129) % 10, torch.arange(129) + 1000, torch.arange(129) // 8)
     loader = TensorLoader(data, 64, generator=torch.Generator().manual_seed(1))
     batches = list(loader)
-    assert len(loader) == len(batches) == 2                  # 129 = 64 + 65: the lone last example folded in
-    assert [len(b[0]) for b in batches] == [64, 65]
+    assert len(loader) == len(batches) == 3                  # 129 = 64 + 64 + 1, as torch's DataLoader gives it
+    assert [len(b[0]) for b in batches] == [64, 64, 1]
     ids = torch.cat([b["image_id"] for b in batches]) - 1000
     assert sorted(ids.tolist()) == list(range(129))          # every example exactly once per epoch
     b = batches[0]
@@ -492,3 +492,71 @@ def test_a_function_is_keyed_by_its_source():
     assert register_callable(unlearning) not in (a, b)        # other source, other key
     with pytest.raises(UserError, match="another process"):
         get_method("python:unlearning#000000000000")
+
+
+# --- the last batch as torch gives it ------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 129, 1409])
+def test_loader_batch_sizes_are_torch_dataloaders(n):
+    """batch_size=64, reshuffled each pass, the last batch as torch's DataLoader gives it (one example included)."""
+    from torch.utils.data import DataLoader
+    data = TensorSet(torch.randn(n, 3), torch.arange(n) % 10)
+    loader = TensorLoader(data, 64, generator=torch.Generator().manual_seed(0))
+    want = [len(b) for b in DataLoader(torch.arange(n), batch_size=64, shuffle=True)]
+    first, second = [b[1] for b in loader], [b[1] for b in loader]
+    assert [len(b) for b in first] == want == [len(b) for b in second] and len(loader) == len(want)
+    assert loader.batch_size == 64 and len(loader.dataset) == n
+    if n > 1:
+        assert not torch.equal(torch.cat(first), torch.cat(second))        # reshuffled each pass
+
+
+ZIPS = """
+import torch
+from torch.utils.data import DataLoader
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    # a real submission's pattern: the teacher's logits in a fixed-order DataLoader of the same batch size,
+    # zipped with retain_loader (a batch of 65 would not match a batch of 64)
+    n = len(retain_loader.dataset)
+    teacher = DataLoader(torch.zeros(n, 10), batch_size=64, shuffle=False)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    net.train()
+    for sample, logits in zip(retain_loader, teacher):
+        x, y = sample["image"], sample["age_group"]
+        out = net(x)
+        loss = torch.nn.functional.cross_entropy(out, y) + 0.0 * (out - logits).pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    net.eval()
+"""
+
+
+def test_a_submission_zipping_its_own_loader_with_retain_loader_runs(tmp_path):
+    """smoke with forget random:0.0209 leaves 1,409 = 22 x 64 + 1 retain examples: the last batch holds one."""
+    spec = write(tmp_path, "zips", ZIPS)
+    board, _ = run(RunConfig(preset="smoke", methods=[spec], n_models=2, forget="random:0.0209", quiet=True,
+                             report=False, bounds=False, cache=str(tmp_path / "c"), out=str(tmp_path / "o"),
+                             confidence=None, kit=None))
+    assert board["n_retain"] == 1409 and board["rows"][0]["method"].startswith("zips")
+
+
+def test_training_never_meets_a_batch_of_one(monkeypatch):
+    """The original's and retrained models' training folds a lone last example (BatchNorm on 1x1 maps cannot
+    normalise one example in train mode); both the one-at-a-time and the stacked population paths."""
+    from obliviate.models import build_model
+    from obliviate.population import train_population
+    from obliviate.presets import Recipe
+    from obliviate.training import train_model
+    sizes = []
+    real = torch.nn.functional.batch_norm
+
+    def spy(x, *a, **k):
+        if k.get("training", a[4] if len(a) > 4 else False):
+            sizes.append(x.shape[0])
+        return real(x, *a, **k)
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", spy)
+    data = TensorSet(torch.randn(65, 1, 8, 8), torch.arange(65) % 3)
+    recipe = Recipe(epochs=1, batch_size=64)
+    train_model(build_model("resnet18", (1, 8, 8), 3, seed=0, width=2), data, recipe, 3, seed=0)
+    assert sizes and min(sizes) == 65                   # one batch of 65: never a batch of one
+    sizes.clear()
+    train_population("resnet18", {"width": 2}, (1, 8, 8), data, recipe, 3, [1, 2], chunk=2)
+    assert sizes and min(sizes) > 1

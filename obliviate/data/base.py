@@ -24,9 +24,11 @@ submissions were written in:
   per-example dicts stacked key by key. The batch is the same, key for key, dtype for dtype, in order
   (tests/test_getitems.py). On `digits` N = 64 the 1st-place notebook's function costs 0.115 retrainings with
   this, 0.486 with example-by-example fetching (the registered port: 0.098; benchmarks/README.md, "Loaders").
-* a last batch that would hold one example is folded into the batch before it (one batch of
-  `batch_size + 1`): BatchNorm in train mode cannot normalise a batch of one, and every example is still seen
-  every epoch. `len(loader)` counts the batches so.
+* the last batch is what torch's DataLoader(dataset, batch_size, shuffle=True) gives: the rest, one example
+  included (a submission that zips `retain_loader` with its own DataLoader of the same size relies on it).
+  Training the original and retrained models (`fold_lone=True`, train_model) instead folds a lone last example
+  into the batch before it: BatchNorm in train mode cannot normalise one example on 1x1 maps (ResNet-18's
+  layer4 at 28-32 px), and every example is still seen every epoch.
 """
 from __future__ import annotations
 
@@ -247,14 +249,14 @@ def collate_examples(batch, *, collate_fn_map=None) -> dict:
 default_collate_fn_map[Example] = collate_examples
 
 
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+def batch_bounds(n: int, batch_size: int, fold_lone: bool = True) -> list[tuple[int, int]]:
     """[start, stop) of each batch over n shuffled rows: `batch_size` rows each, the rest in the last, except
-    that a last batch of ONE row joins the batch before it (BatchNorm in train mode cannot take a batch of
+    (fold_lone, training's batches) that a last batch of ONE row joins the batch before it (BatchNorm in train mode cannot take a batch of
     one; every row is still seen; measured: train_model on 65 CIFAR-sized images raised "Expected more than 1
     value per channel", ResNet-18's layer4 maps being 1x1). Shared by every loop that batches data (training,
-    populations, loaders)."""
+    populations; loaders with fold_lone=False as torch's DataLoader)."""
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
+    if fold_lone and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
@@ -268,21 +270,21 @@ class TensorLoader:
     """
 
     def __init__(self, data: TensorSet, batch_size: int = 64, shuffle: bool = True,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, fold_lone: bool = False):
         if len(data) == 0:
             raise ValueError("a loader needs at least one example")
-        self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+        self.data, self.batch_size, self.shuffle, self.fold_lone = data, batch_size, shuffle, fold_lone
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.dataset = ExampleDataset(data)
 
     def __len__(self) -> int:
-        return len(batch_bounds(len(self.data), self.batch_size))
+        return len(batch_bounds(len(self.data), self.batch_size, self.fold_lone))
 
     def __iter__(self):
         n = len(self.data)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.data.y.device)
         x, y = self.data.x, self.data.y
-        for a, b in batch_bounds(n, self.batch_size):
+        for a, b in batch_bounds(n, self.batch_size, self.fold_lone):
             idx = order[a:b]
             yield Batch(x[idx], y[idx], self.data, idx)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
+from ..metrics.regime import board_verdict
 from ..metrics.projection import CONFIDENCE, DRAWS, PROJECT_N, project_forgetting_quality, retrained_std, spread_and_gap
 from .run import Run, load_run
 
@@ -46,8 +47,8 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
     r_forget = float(np.mean(ref["forget_acc"])) if "forget_acc" in ref else None
     rows = []
     for row in run.rows:
-        if methods is not None and row["method"] not in methods:
-            continue
+        if (methods is not None and row["method"] not in methods) or row.get("projected"):
+            continue                          # a projected ceiling (a kit-backed run) has no population
         conf = run.row_population(row)["conf"]
         ratio, gap = spread_and_gap(conf, ref["conf"])
         point, (lo, hi) = project_forgetting_quality(conf, ref["conf"], n=project_n, draws=draws,
@@ -63,8 +64,11 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
     # 0.3), so a row is read against this, and a run without an oracle row (`run --no-bounds`) still has one.
     point, (lo, hi) = project_forgetting_quality(ref["conf"], ref["conf"], n=project_n, draws=draws,
                                                  seed=_row_seed(seed, "retrained"), confidence=confidence)
+    verdict = board_verdict(run.rows, {r["method"]: run.row_population(r)["conf"] for r in run.rows
+                                       if r["role"] == "method"}, ref["conf"])
     return {"run": str(run.path), "n_models": int(ref["conf"].shape[0]), "project_n": project_n, "draws": draws,
-            "confidence": confidence, "projected_ceiling": point, "projected_ceiling_ci": [lo, hi], "rows": rows}
+            "confidence": confidence, "projected_ceiling": point, "projected_ceiling_ci": [lo, hi],
+            "regime": verdict, "rows": rows}
 
 
 def _ci(x) -> str:
@@ -77,9 +81,10 @@ def diagnose_table(result: dict):
     n, pn = result["n_models"], result["project_n"]
     t = Table(title=f"{result['run']} · N = {n} · projected to N = {pn} ({result['draws']} draws) · "
                     f"challenge regime: spread ratio ~0.9-1.0, location gap <= ~0.5",
-              caption=f"a perfect unlearner on this data (the retrained models against themselves) projects to "
+              caption=(result["regime"]["sentence"] + "\n" if result.get("regime") else "") +
+                      f"a perfect unlearner on this data (the retrained models against themselves) projects to "
                       f"F = {result['projected_ceiling']:.4f} ({_ci(result['projected_ceiling_ci'])}) at N = {pn}; "
-                      f"the challenge's finetune scored ~0.058 against ~0.19")
+                      f"the challenge's finetune scored ~0.058 against ~0.19", caption_justify="left")
     for c in ("method", "spread ratio", "location gap", "retrained std", "forget acc / retrained", f"F at {n}",
               f"F at {pn}, projected (interval)"):
         t.add_column(c, justify="left" if c == "method" else "right", no_wrap=True)
