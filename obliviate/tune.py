@@ -19,6 +19,7 @@ Measured on `digits`: tuning reset_distill on the score alone chose values at co
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -87,7 +88,7 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
     optuna.logging.set_verbosity(optuna.logging.ERROR)     # a failing trial re-raises; no traceback in the log
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     study.enqueue_trial(dict(m.defaults))            # trial 0: the published values, as a reference
-    work = Path(tempfile.mkdtemp(prefix="obliviate-tune-"))
+    work = Path(tempfile.mkdtemp(prefix="obliviate-tune-"))   # the trials' run folders: removed after the search
 
     def objective(trial):
         hp = {}
@@ -105,7 +106,10 @@ def tune(cfg: RunConfig, method: str, trials: int, name: str = "tuned", space_ov
             on_trial(trial.number, hp, row)
         return cfg.budget - row["cost"] if row["over_budget"] else row["score"]
 
-    study.optimize(objective, n_trials=trials)
+    try:
+        study.optimize(objective, n_trials=trials)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     bt, t0 = study.best_trial, study.trials[0]
     best = {k: v for k, v in bt.params.items() if k in space}
     # the reading's choices are saved with the tuned numbers, so `run --hp-preset NAME` runs what was tuned

@@ -1,5 +1,7 @@
 """The method registry: a method added in a new file appears with no other change; hyperparameter
 defaults come from the signature; overrides are typed and checked; every method cites its source."""
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import obliviate.methods as methods_pkg
 from obliviate.errors import UserError
 from obliviate.methods import METHODS, get_method
 
-NEW = '''"""A test-only method (written and removed by tests/test_registry.py)."""
+NEW = '''"""A test-only method (written by tests/test_registry.py into a copy of the package)."""
 from .registry import register_method
 
 
@@ -20,14 +22,28 @@ def added(model, retain, forget, val, *, generator, strength: float = 0.5):
 '''
 
 
-def test_new_file_appears_in_methods_command():
-    path = Path(methods_pkg.__file__).parent / "zz_added_in_a_new_file.py"
-    try:
-        path.write_text(NEW)
-        r = subprocess.run([sys.executable, "-m", "obliviate.cli", "methods"], capture_output=True, text=True)
-        assert r.returncode == 0 and "zz_added_in_a_new_file" in r.stdout and "strength=0.5" in r.stdout
-    finally:
-        path.unlink(missing_ok=True)
+def _files(folder: Path) -> set:
+    """Every file under `folder`, bytecode caches aside."""
+    return {str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts}
+
+
+def test_new_file_appears_in_methods_command(tmp_path):
+    """A module dropped into the methods folder registers itself. The file goes into a copy of the package (first
+    on the subprocess's path), so the installed package's folder is left exactly as it was."""
+    package = Path(methods_pkg.__file__).parents[1]
+    before = _files(package / "methods")
+    copy = tmp_path / "obliviate"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__", "kits"))
+    (copy / "methods" / "zz_added_in_a_new_file.py").write_text(NEW)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    where = subprocess.run([sys.executable, "-c", "import obliviate; print(obliviate.__file__)"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True)
+    assert Path(where.stdout.strip()).parent == copy, where.stdout + where.stderr     # the copy is what runs
+    r = subprocess.run([sys.executable, "-m", "obliviate.cli", "methods"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "zz_added_in_a_new_file" in r.stdout and "strength=0.5" in r.stdout, r.stderr
+    assert _files(package / "methods") == before                                        # nothing left behind
+    assert "zz_added_in_a_new_file" not in METHODS
 
 
 def test_defaults_and_typed_overrides():

@@ -2,11 +2,4 @@
 from .base import RawData, TensorLoader, TensorSet
 from .registry import SOURCES, load_source, register_source
 from .splits import Splits, class_weights, make_splits, parse_forget, pseudo_identities
-from . import digits  # noqa: F401  (registers the source)
-
-for _mod in ("fashion", "cifar10", "manifest"):   # sources written alongside; import those that exist
-    try:
-        __import__(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{_mod}":
-            raise
+from . import digits, fashion, cifar10, manifest  # noqa: F401  (each registers its source, in this order)
