@@ -5,7 +5,8 @@ and a model trained on them, the way a user's own training script would.
 
 writes DIR/images/*.png (16 x 16 RGB), DIR/manifest.csv (path,label,group,split: each person's first 80% of
 images `train`, the rest `test`), DIR/model.safetensors (examples/tiny_cnn.py's make_model, trained with
-Adam on the train rows) and DIR/train_seconds.txt (its training time, for --train-seconds).
+Adam and a cosine schedule on the train rows: the recipe examples/recipe.toml states for --reference) and
+DIR/train_seconds.txt (its training time, for --train-seconds).
 
 Each person has a fixed age group (label, person i: i mod 3) and their own smooth colour pattern; an age
 group adds a weaker pattern of its own. A model trained on these images learns the people it saw as much as
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 import time
 from pathlib import Path
@@ -73,12 +75,16 @@ def train(images, labels, epochs: int = 30, seed: int = 0):
     model = make_model(num_classes=CLASSES)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed)
+    steps, step = epochs * -(-len(y) // 32), 0
     t = time.perf_counter()
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=g)
         for i in range(0, len(y), 32):
             j = order[i:i + 32]
+            for group in opt.param_groups:             # cosine per step: what examples/recipe.toml tells obliviate
+                group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+            step += 1
             loss = F.cross_entropy(model(x[j]), y[j])
             opt.zero_grad()
             loss.backward()
