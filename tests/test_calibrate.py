@@ -1,15 +1,12 @@
-"""benchmarks/calibrate.py: its figures on hand-worked inputs, and a tiny grid on smoke-sized data that appends
+"""studies/calibration/calibrate.py: its figures on hand-worked inputs, and a tiny grid on smoke-sized data that appends
 one row per candidate and skips what the table already holds (the study resumes across sessions)."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import calibrate  # noqa: E402
-from records import TINY_RECORD  # noqa: E402
+from records import TINY_RECORD
+from studies.calibration import calibrate
 
 TEAMS = [t for t, _ in calibrate.CHALLENGE_ORDER]
 TINY = TINY_RECORD.replace("epochs = 2", "epochs = 3")
@@ -74,7 +71,7 @@ def test_tiny_grid_appends_then_skips(tmp_path):
     from obliviate.runner import RunConfig, run
     cfg = RunConfig(preset=str(tmp_path / "tiny.toml"), methods=[m for _, m in calibrate.method_names()],
                     n_models=2, seed=0, budget=calibrate.BUDGET, cache=str(tmp_path / "cache" / "tiny"),
-                    report=False, quiet=True)
+                    report=False, quiet=True, reading="write-up", kit=None)   # as the study's screens run
     run(RunConfig(**{**cfg.__dict__, "out": str(tmp_path / "run")}))
     again = calibrate.row_from_run("tiny-confirmed", tmp_path / "run", from_empty=False)
     assert again["rows"] == row["rows"] and again["spearman"] == row["spearman"] and not again["from_empty_cache"]

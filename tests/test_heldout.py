@@ -1,22 +1,21 @@
-"""benchmarks/heldout.py: the held-out test read as declared (docs/regime.md): nine rows with their projections,
-winners above finetune, rho with its interval, the verdict rule, one table line per N, the doc's table."""
+"""studies/heldout/heldout.py: the held-out test read as declared (docs/studies/heldout-challenge.md): nine rows
+with their projections, winners above finetune, rho with its interval, the verdict rule, one table line per N, the
+doc's table."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import heldout  # noqa: E402
-from obliviate.errors import UserError  # noqa: E402
-from obliviate.runner import RunConfig, run  # noqa: E402
+from obliviate.errors import UserError
+from obliviate.runner import RunConfig, run
+from studies.heldout import heldout
 
 
 @pytest.fixture(scope="module")
 def winners_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("heldout")
     _, out = run(RunConfig(preset="smoke", methods=["winners"], n_models=6, cache=str(d / "cache"),
-                           out=str(d / "run"), quiet=True, report=False, bounds=False, workers=1))
+                           out=str(d / "run"), quiet=True, report=False, bounds=False, workers=1,
+                           reading="write-up"))          # the held-out tests' frozen commits: the write-up readings
     return out
 
 
@@ -74,12 +73,12 @@ def test_verdict_rule_as_declared(n, rho_ci, expected):
 
 
 def test_variants_table_names_what_each_variant_changed(winners_run, tmp_path):
-    """The post-hoc readings (benchmarks/heldout/variants.sh): a run of finetune + a winner with one override, shown
+    """The post-hoc readings (studies/heldout/variants.sh): a run of finetune + a winner with one override, shown
     beside the default row of the held-out line at the same N, its changed hyperparameter named, nothing else."""
     d = tmp_path / "cache"
     _, variant = run(RunConfig(preset="smoke", methods=["finetune", "seif"], n_models=6, cache=str(d),
                                out=str(tmp_path / "smoke-seif-balanced-n6"), quiet=True, report=False, bounds=False,
-                               workers=1, hp={"seif.class_weights": "balanced"}))
+                               workers=1, hp={"seif.class_weights": "balanced"}, reading="write-up"))
     defaults = heldout.heldout_row(winners_run, project_n=64)
     text = heldout.variants_markdown([variant], defaults, project_n=64, runs=winners_run.parent)
     lines = text.splitlines()
@@ -106,7 +105,7 @@ def test_grid_reads_each_cell_from_its_candidates_line_at_the_verdicts_n(tmp_pat
     text = heldout.grid_markdown(128, tables=tables.get)
     seed0, seed1 = [r for r in text.splitlines() if r.startswith("| seed")]
     assert "does not: 0 of 8 (none), rho -0.40 (-0.48 to -0.33) (`w16`)" in seed0
-    assert "not run (`bash benchmarks/heldout/run.sh 128 w16-seed0-notebook`)" in seed0
+    assert "not run (`bash studies/heldout/run.sh 128 w16-seed0-notebook`)" in seed0
     assert seed1.index("does not: 1 of 8 (toshi_k), rho -0.10") < seed1.index("partly: 2 of 8 (seif, kookmin), "
                                                                                  "rho +0.35 (+0.18 to +0.40)")
     assert "preview" not in text and "0.90" not in text

@@ -1,15 +1,11 @@
-"""benchmarks/regime.py: a screen on a tiny record trains only what the diagnostics need (original, retrained,
+"""studies/regime/regime.py: a screen on a tiny record trains only what the diagnostics need (original, retrained,
 finetune), its row carries the rule's figures, the study skips what the table holds, and a row recomputes from
 its saved populations to the same figures (the study resumes across sessions)."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import regime  # noqa: E402
-from records import TINY_RECORD  # noqa: E402
+from records import TINY_RECORD
+from studies.regime import regime
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ Team Forget's drawn layers, toshi_k's A/B routing, sun's first stage, amnesiacs'
 conv noise and class weights, and what each becomes on the small registered models."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -85,41 +84,30 @@ def test_methods_command_shows_places_and_classics_apart():
 
 
 # --- the two readings: write-up (default) and notebook -------------------------------------------------------
-CANDIDATE_SH = Path(__file__).parents[1] / "benchmarks" / "heldout" / "candidate.sh"
+# every winner's notebook reading where its write-up's differs (docs/methods.md, "Two readings"); the held-out
+# tests that ran them as --hp flags are checked against `--reading notebook` in tests/test_studies.py
+NOTEBOOK = {"seif": {"noise_layers": "stem", "class_weights": "balanced", "weighting": "batch"},
+            "kookmin": {"threshold": "per_layer"}, "sun": {"first_stage": "picks"},
+            "amnesiacs": {"warmup_classes": "all"}}
 
 
-def candidate_block(name: str) -> str:
-    """The body of held-out candidate `name`'s branch of `benchmarks/heldout/candidate.sh`'s case."""
-    import re
-    return re.search(rf"^  (?:[\w-]+\|)*{re.escape(name)}(?:\|[\w-]+)*\)(.*?);;", CANDIDATE_SH.read_text(),
-                     re.S | re.M).group(1)
-
-
-def candidate_flags(name: str) -> dict:
-    """The --hp flags `benchmarks/heldout/candidate.sh` passes for held-out candidate `name` ({method.hp: value})."""
-    import re
-    text, block = CANDIDATE_SH.read_text(), candidate_block(name)
-    if re.search(rf'"\$CANDIDATE" = {re.escape(name)} \]; then EXTRA=\("\$\{{NOTEBOOK_HP\[@\]\}}"\)', block):
-        block = re.search(r"^NOTEBOOK_HP=\((.*?)\)$", text, re.S | re.M).group(1)
-    return dict(kv.split("=", 1) for kv in re.findall(r"--hp ([^\s)]+)", block))
-
-
-def test_notebook_reading_is_what_the_held_out_test_ran():
-    """`--reading notebook` gives every winner exactly the hyperparameters the declared w16-notebook test passed
-    as --hp flags (docs/regime.md), and the write-up reading is the defaults; --hp still overrides a reading."""
+def test_notebook_reading_changes_exactly_the_four_winners_whose_readings_differ():
+    """`--reading notebook` (the default) gives seif, kookmin, sun and amnesiacs their notebooks' values and leaves
+    every other hyperparameter and method as the write-up reading (each module's defaults); --hp still overrides a
+    reading."""
     from obliviate.plan import RunConfig, method_populations
-    flags = candidate_flags("w16-notebook")
-    assert len(flags) == 6                                       # seif x3, kookmin, sun, amnesiacs
-    assert candidate_flags("w16-seed0-notebook") == flags        # the post-hoc seed-0 board: the same readings
-    assert candidate_flags("w16") == candidate_flags("w16-seed1-writeup") == {}   # write-up readings: no --hp
-    assert "EXTRA=(--reading notebook)" in candidate_block("challenge-notebook")
     by_reading = {r: {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], reading=r))}
                   for r in ("write-up", "notebook")}
-    by_flags = {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"], hp=flags))}
-    assert by_reading["notebook"] == by_flags
     assert by_reading["write-up"] == {n: METHODS[n].defaults for n in WINNERS + ["finetune"]}
-    changed = {n for n in by_flags if by_reading["notebook"][n] != by_reading["write-up"][n]}
-    assert changed == {"seif", "kookmin", "sun", "amnesiacs"}
+    expected = {n: {**hp, **NOTEBOOK.get(n, {})} for n, hp in by_reading["write-up"].items()}
+    assert by_reading["notebook"] == expected
+    assert {n for n in expected if expected[n] != by_reading["write-up"][n]} == set(NOTEBOOK)
+    flags = {f"{m}.{k}": v for m, hp in NOTEBOOK.items() for k, v in hp.items()}
+    by_flags = {p.name: p.hparams
+                for p in method_populations(RunConfig(methods=["winners"], reading="write-up", hp=flags))}
+    assert by_flags == by_reading["notebook"]                    # the write-up reading plus these --hp flags
+    default = {p.name: p.hparams for p in method_populations(RunConfig(methods=["winners"]))}
+    assert default == by_reading["notebook"]                     # the default reading: the notebooks' (Kaggle's)
     [kookmin] = method_populations(RunConfig(methods=["msg"], reading="notebook", hp={"kookmin.threshold": "global"}))
     assert kookmin.hparams["threshold"] == "global"              # an explicit --hp wins over the reading
     with pytest.raises(UserError, match="unknown reading 'port'"):
@@ -135,12 +123,16 @@ def test_reading_is_recorded_and_refused_at_the_command_line(tmp_path):
     r = cli("--reading", "notbook", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "unknown reading 'notbook'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "bad").exists()                      # refused before anything is written
-    r = cli("--method", "msg", "--reading", "notebook", "--out", str(tmp_path / "run"))
-    assert r.returncode == 0, r.stderr
-    board = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
-    [row] = [x for x in board["rows"] if x["method"] == "kookmin"]
-    assert board["reading"] == "notebook" and row["hparams"]["threshold"] == "per_layer"
-    assert "winners read by their notebooks" in (tmp_path / "run" / "leaderboard.md").read_text().splitlines()[0]
+    for reading, threshold, header in (("notebook", "per_layer", ""),
+                                       ("write-up", "global", "read by their write-ups")):
+        out = tmp_path / reading
+        r = cli("--method", "msg", *(["--reading", reading] if reading == "write-up" else []), "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        board = json.loads((out / "leaderboard.json").read_text())
+        [row] = [x for x in board["rows"] if x["method"] == "kookmin"]
+        assert board["reading"] == reading and row["hparams"]["threshold"] == threshold
+        first = (out / "leaderboard.md").read_text().splitlines()[0]
+        assert (header in first) if header else ("read by" not in first)   # the header names a non-default reading
 
 
 # --- what a winner becomes on a small model ---------------------------------------------------------------

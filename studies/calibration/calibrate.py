@@ -1,16 +1,16 @@
-"""The calibration study (issue 13; docs/calibration.md): how close does each candidate benchmark come to the
-challenge, and which one is the default? Resumable: each finished candidate appends one JSON line to
-benchmarks/calibration.jsonl, and a candidate already there (same preset record, same N) is skipped, so the
-study runs in pieces across sessions.
+"""The calibration study (issue 13; docs/studies/calibration.md): how close does each candidate benchmark come to
+the challenge, and which one is the default? Resumable: each finished candidate appends one JSON line to
+studies/calibration/calibration.jsonl, and a candidate already there (same preset record, same N) is skipped, so
+the study runs in pieces across sessions. Run from the repository root:
 
-    python benchmarks/calibrate.py                       # every candidate of GRID not yet in the table
-    python benchmarks/calibrate.py --only fashion-e30 -n 64
-    python benchmarks/calibrate.py --table               # the measured table (Markdown)
-    python benchmarks/calibrate.py --table --write-doc   # ... and put it into docs/calibration.md
-    python benchmarks/calibrate.py --from-run runs/challenge-all-n64 --as challenge   # a confirmation run's row
+    python -m studies.calibration.calibrate                       # every candidate of GRID not yet in the table
+    python -m studies.calibration.calibrate --only fashion-e30 -n 64
+    python -m studies.calibration.calibrate --table               # the measured table (Markdown)
+    python -m studies.calibration.calibrate --table --write-doc   # ... and put it into docs/studies/calibration.md
+    python -m studies.calibration.calibrate --from-run runs/challenge-all-n64 --as challenge   # a confirmation's row
 
-A candidate is a preset record, benchmarks/calibration/<id>.toml (rerun any row with
-`obliviate run --preset benchmarks/calibration/<id>.toml`). Each runs the eight winners and `finetune` at
+A candidate is a preset record, studies/calibration/candidates/<id>.toml (rerun any row with
+`obliviate run --preset studies/calibration/candidates/<id>.toml`). Each runs the eight winners and `finetune` at
 seed 0, budget 0.2, in its own cache folder (wall time "from empty" only when that folder was empty).
 """
 from __future__ import annotations
@@ -29,32 +29,31 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from obliviate.errors import UserError
+from obliviate.metrics.projection import spread_and_gap  # noqa: F401  (the diagnostics; also calibrate.spread_and_gap)
+from obliviate.presets import load_preset
+from obliviate.report.run import load_run  # a run folder's reader: one-sentence errors
+from studies.regime.regime import write_block  # the one writer of the study documents' marked tables
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from obliviate.errors import UserError  # noqa: E402
-from obliviate.metrics.projection import spread_and_gap  # noqa: E402,F401  (the diagnostics; also calibrate.spread_and_gap)
-from obliviate.presets import load_preset  # noqa: E402
-from obliviate.report.run import load_run  # noqa: E402  (a run folder's reader: one-sentence errors)
-from regime import write_block  # noqa: E402  (benchmarks/: the one writer of the docs' marked tables)
-
-GRID_DIR = HERE / "calibration"
+GRID_DIR = HERE / "candidates"
 TABLE = HERE / "calibration.jsonl"
-DOC = HERE.parent / "docs" / "calibration.md"
-CACHE = Path(os.environ.get("OBLIVIATE_CACHE") or "/tmp/calib-cache")
+DOC = HERE.parents[1] / "docs" / "studies" / "calibration.md"
+CACHE = Path(os.environ.get("OBLIVIATE_CACHE") or HERE / ".cache")   # ignored by git
 
 # (candidate id, screening N), cheapest first; N = 8 where a screen is projected past 40 minutes (the doc's rule)
 GRID = [("digits", 16), ("fashion", 16), ("fashion-e30-2k", 16), ("fashion-e30", 8), ("fashion-e30-rare", 8),
         ("fashion-e30-12k", 8), ("fashion-e30-25k", 8), ("resnet-digits", 8), ("resnet-fashion14", 8),
         ("resnet-fashion28", 8), ("resnet-fashion28-rare", 8), ("resnet-fashion28-12k", 8)]
 
-# the challenge's private leaderboard, in the organisers' order, then the official baseline (DESIGN.md);
+# the challenge's private leaderboard, in the organisers' order, then the official baseline (docs/challenge.md,
+# "The winners");
 # each team name with the registry name it had before the renaming (used when the team name is not registered)
 CHALLENGE_ORDER = [("fanchuan", "fanchuan"), ("kookmin", "kookmin"), ("seif", "seif"), ("sebastian", "sebastian"),
                    ("toshi_k", "conv_transpose"), ("amnesiacs", "reset_distill"), ("sun", "noise_injection"),
                    ("forget", "kyungpook"), ("finetune", "finetune")]
 BUDGET = 0.2           # the challenge: about 20% of one retraining
-GATE_RETAIN_ACC = 0.80  # validity gate (docs/calibration.md, rule 1)
+GATE_RETAIN_ACC = 0.80  # validity gate (docs/studies/calibration.md, rule 1)
 
 
 def method_names() -> list[tuple[str, str]]:
@@ -204,8 +203,10 @@ def run_candidate(cid: str, n: int, *, grid_dir: Path = GRID_DIR, cache: Path = 
     path = grid_dir / f"{cid}.toml"
     preset = load_preset(path)
     names = methods or method_names()
+    # the winners read by their write-ups and every population trained here, as when the study ran (before the
+    # notebook reading was the default, and before kits)
     cfg = RunConfig(preset=str(path), methods=[m for _, m in names], n_models=n, seed=0, budget=BUDGET,
-                    cache=str(cache / cid), report=False, quiet=True)
+                    cache=str(cache / cid), report=False, quiet=True, reading="write-up", kit=None)
     if preset.imbalance != 1:         # refuse to measure a balanced run under an imbalanced candidate's name
         y = prepare(cfg)[-1].train.y.numpy()
         counts = np.bincount(y)
@@ -326,7 +327,7 @@ def main(argv=None):
     ap.add_argument("--only", help="comma-separated candidate ids (default: the whole GRID, in order)")
     ap.add_argument("-n", "--n-models", type=int, help="population size (default: each candidate's screening N)")
     ap.add_argument("--table", action="store_true", help="print the measured table and stop")
-    ap.add_argument("--write-doc", action="store_true", help="with --table: write it into docs/calibration.md")
+    ap.add_argument("--write-doc", action="store_true", help="with --table: write it into docs/studies/calibration.md")
     ap.add_argument("--from-run", help="append the row of a finished run folder (a confirmation run) and stop")
     ap.add_argument("--as", dest="as_id", help="with --from-run: the row's candidate id (e.g. challenge)")
     ap.add_argument("--from-empty", action="store_true", help="with --from-run: the run started from an empty cache")

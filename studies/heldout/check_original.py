@@ -2,7 +2,7 @@
 stop unless its tensors' digest equals the one every committed chunk was unlearned from. Run from the frozen
 worktree with PYTHONPATH and OBLIVIATE_CACHE set, as run.sh sets them.
 
-    python check_original.py N DIGEST PRESET [SEED]   # DIGEST "": print it (a first run records it in run.sh)
+    python check_original.py N DIGEST PRESET [SEED]   # DIGEST "": print it (a first run records it in candidates.toml)
 """
 import hashlib
 import sys

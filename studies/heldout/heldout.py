@@ -1,17 +1,19 @@
-"""The regime study's held-out test (issue 17; docs/regime.md, "The held-out test"): the eight winners and
-`finetune` on the `challenge` preset, read as declared before its first row.
+"""The regime study's held-out tests (issue 17; docs/studies/heldout-challenge.md and the others it led to): the
+eight winners and `finetune` on a candidate (studies/heldout/candidates.toml), read as declared before its first
+row. Run from the repository root:
 
-    bash benchmarks/heldout/run.sh 32                                  # the run (resumable; frozen commit)
-    python benchmarks/heldout.py benchmarks/heldout/runs/challenge-winners-n32 --write-doc
-    bash benchmarks/heldout/run.sh 32 w16                              # the same test on `w16` (declared 2026-12-05)
-    python benchmarks/heldout.py benchmarks/heldout/runs/w16-winners-n32 --candidate w16 --write-doc
-    python benchmarks/heldout.py --grid [--write-doc]                  # readings x seeds on w16 (post hoc)
+    bash studies/heldout/run.sh 32                                     # the run (resumable; frozen commit)
+    python -m studies.heldout.heldout studies/heldout/runs/challenge-winners-n32 --write-doc
+    bash studies/heldout/run.sh 32 w16                                 # the same test on `w16` (declared 2026-12-05)
+    python -m studies.heldout.heldout studies/heldout/runs/w16-winners-n32 --candidate w16 --write-doc
+    python -m studies.heldout.heldout --grid [--write-doc]             # readings x seeds on w16 (post hoc)
 
 Per run: every row's score, F and intervals, cost in budgets, P(> finetune); the winners above `finetune`
 (within the budget and P >= 0.975); Spearman's rho against the challenge's order with its interval
-(benchmarks/calibrate.py, the calibration study's own function); every row's spread ratio, location gap and
-projected F at N = 512 (`obliviate diagnose`) and the projected ceiling; the declared verdict. One JSON line
-per N in benchmarks/heldout.jsonl (a rerun replaces its N's line) and the table into docs/regime.md.
+(studies/calibration/calibrate.py, the calibration study's own function); every row's spread ratio, location gap
+and projected F at N = 512 (`obliviate diagnose`) and the projected ceiling; the declared verdict. One JSON line
+per N in the candidate's table (studies/heldout/heldout*.jsonl; a rerun replaces its N's line) and the table into
+the candidate's document (its `doc` in candidates.toml).
 """
 from __future__ import annotations
 
@@ -20,18 +22,15 @@ import sys
 import time
 from pathlib import Path
 
+from obliviate.errors import UserError
+from obliviate.analysis.diagnose import diagnose_run
+from obliviate.report.run import load_run
+from studies.calibration.calibrate import BUDGET, method_names, spearman_interval, spearman_vs_challenge
+from studies.heldout import candidates
+from studies.regime import regime
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import regime  # noqa: E402
-from calibrate import BUDGET, method_names, spearman_interval, spearman_vs_challenge  # noqa: E402
-from obliviate.errors import UserError  # noqa: E402
-from obliviate.report.diagnose import diagnose_run  # noqa: E402
-from obliviate.report.run import load_run  # noqa: E402
-
 TABLE = HERE / "heldout.jsonl"
-DOC = HERE.parent / "docs" / "regime.md"
 START, END = "<!-- heldout-table:start -->", "<!-- heldout-table:end -->"
 
 
@@ -101,7 +100,7 @@ def row_figures(row: dict, diag: dict) -> dict:
 
 
 def variant_rows(run_dir: Path, project_n: int = 512) -> dict:
-    """The post-hoc analysis (docs/regime.md, "the port's readings"): a run of `finetune` and one winner with
+    """The post-hoc analysis (docs/studies/posthoc-port-readings.md): a run of `finetune` and one winner with
     overridden hyperparameters -> {winner: figures and the hyperparameters it ran with} (its `finetune` row is not
     diagnosed: the table reads finetune from the defaults' run)."""
     run = load_run(run_dir)
@@ -158,13 +157,16 @@ def markdown(rows: list[dict]) -> str:
 
 
 VARIANTS = "<!-- heldout-variants-table:start -->", "<!-- heldout-variants-table:end -->"
+VARIANTS_DOC = candidates.DOCS / "posthoc-port-readings.md"
 
 
 def variants_markdown(run_dirs: list[Path], defaults: dict, project_n: int = 512, runs: Path | None = None) -> str:
     """The variants' rows beside the same methods' default rows at the same N (`defaults`: a held-out table line;
     its run folder, under `runs`, gives the default hyperparameters, so a variant's column names what changed)."""
-    n, default_run = defaults["n_models"], (runs or HERE / "heldout" / "runs") / defaults["run"]
-    default_hp = {r["method"]: r.get("hparams") or {} for r in load_run(default_run).board["rows"]}
+    n, default_run = defaults["n_models"], (runs or HERE / "runs") / defaults["run"]
+    default_board = load_run(default_run).board
+    default_hp = {r["method"]: r.get("hparams") or {} for r in default_board["rows"]}
+    reading = default_board.get("reading") or "write-up"      # boards before --reading: the write-ups' only
     lines = [f"| row (N = {n}) | hyperparameters changed | score (95%) | F | retain / test / forget acc | "
              f"cost (budgets) | P(> finetune) | spread ratio | location gap | projected F at {project_n} (95%) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -172,7 +174,7 @@ def variants_markdown(run_dirs: list[Path], defaults: dict, project_n: int = 512
     for d in run_dirs:
         for m, x in variant_rows(d, project_n).items():
             if m not in shown:
-                lines.append(f"| {m} (default, run `{defaults['run']}`) | none: the write-up's reading | "
+                lines.append(f"| {m} (default, run `{defaults['run']}`) | none: the {reading}'s reading | "
                              f"{_cells(defaults['rows'][m])} |")
                 shown.add(m)
             changed = {k: v for k, v in (x["hparams"] or {}).items() if default_hp.get(m, {}).get(k) != v}
@@ -182,11 +184,12 @@ def variants_markdown(run_dirs: list[Path], defaults: dict, project_n: int = 512
     return "\n".join(lines)
 
 
-# Readings x seeds on `w16` (docs/regime.md, "Post hoc: the notebook readings on seed 0"): which candidate's
-# held-out line fills each cell. Two declared tests (w16, w16-notebook) and two post-hoc boards.
+# Readings x seeds on `w16` (docs/studies/posthoc-notebook-seed0.md): which candidate's held-out line fills each
+# cell. Two declared tests (w16, w16-notebook) and two post-hoc boards.
 GRID = {(0, "write-up"): "w16", (0, "notebook"): "w16-seed0-notebook",
         (1, "write-up"): "w16-seed1-writeup", (1, "notebook"): "w16-notebook"}
 GRID_BLOCK = "<!-- heldout-grid:start -->", "<!-- heldout-grid:end -->"
+GRID_DOC = candidates.DOCS / "posthoc-notebook-seed0.md"
 
 
 def grid_markdown(n: int = VERDICT_N, tables=lambda c: candidate_files(c)[0]) -> str:
@@ -200,7 +203,7 @@ def grid_markdown(n: int = VERDICT_N, tables=lambda c: candidate_files(c)[0]) ->
             cand = GRID[seed, reading]
             line = [r for r in read_table(tables(cand)) if r["n_models"] == n]
             if not line:
-                cells.append(f"not run (`bash benchmarks/heldout/run.sh {n} {cand}`)")
+                cells.append(f"not run (`bash studies/heldout/run.sh {n} {cand}`)")
                 continue
             r = line[0]
             lo, hi = r["spearman_ci"] or (float("nan"), float("nan"))
@@ -212,24 +215,26 @@ def grid_markdown(n: int = VERDICT_N, tables=lambda c: candidate_files(c)[0]) ->
 
 
 def write_doc(rows: list[dict], doc: Path | None = None, candidate: str = "challenge") -> None:
+    """The candidate's table into `doc`, by default its study document (candidates.toml)."""
     _, start, end = candidate_files(candidate)
-    regime.write_block(doc or DOC, start, end, markdown(rows))
+    regime.write_block(doc or candidates.doc(candidate), start, end, markdown(rows))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", nargs="?", type=Path, help="a finished `obliviate run --method winners` folder")
     ap.add_argument("--project-n", type=int, default=512)
-    ap.add_argument("--write-doc", action="store_true", help="write the table into docs/regime.md")
-    ap.add_argument("--candidate", default="challenge",
-                    help="whose test: `challenge` (default) or another candidate of benchmarks/heldout/candidate.sh "
-                         "(`w16`, `w16-notebook`, `challenge-notebook`, ...: each its own table and block in "
-                         "docs/regime.md)")
+    ap.add_argument("--write-doc", action="store_true",
+                    help="write the table into the candidate's document under docs/studies/")
+    ap.add_argument("--candidate", default="challenge", choices=list(candidates.load()),
+                    help="whose test: `challenge` (default) or another candidate of studies/heldout/candidates.toml "
+                         "(each its own table and block in its document)")
     ap.add_argument("--grid", action="store_true",
-                    help="readings x seeds on w16 at N = 128 from the four committed lines (docs/regime.md)")
+                    help="readings x seeds on w16 at N = 128 from the four committed lines "
+                         "(docs/studies/posthoc-notebook-seed0.md)")
     ap.add_argument("--variants", type=Path, nargs="+", default=None,
-                    help="post-hoc variant runs (benchmarks/heldout/variants.sh): their rows beside the defaults' "
-                         "of the candidate's held-out line at the same N")
+                    help="post-hoc variant runs (studies/heldout/variants.sh): their rows beside the defaults' "
+                         "of the candidate's held-out line at the same N (docs/studies/posthoc-port-readings.md)")
     a = ap.parse_args(argv)
     table, _, _ = candidate_files(a.candidate)
     try:
@@ -237,7 +242,7 @@ def main(argv=None):
             text = grid_markdown()
             print(text)
             if a.write_doc:
-                regime.write_block(DOC, *GRID_BLOCK, text)
+                regime.write_block(GRID_DOC, *GRID_BLOCK, text)
             return
         if a.variants:
             n = load_run(a.variants[0]).board["n_models"]
@@ -247,7 +252,7 @@ def main(argv=None):
             text = variants_markdown(a.variants, defaults[0], a.project_n)
             print(text)
             if a.write_doc:
-                regime.write_block(DOC, *VARIANTS, text)
+                regime.write_block(VARIANTS_DOC, *VARIANTS, text)
             return
         rows = put_row(heldout_row(a.run_dir, a.project_n), table) if a.run_dir else read_table(table)
         print(markdown(rows))

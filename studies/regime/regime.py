@@ -1,17 +1,17 @@
-"""The regime study (issue 17; docs/regime.md): which factors make `finetune` spread like retraining?
-Resumable: each finished candidate appends one JSON line to benchmarks/regime.jsonl and saves its populations'
-confidences to benchmarks/regime/pops/<id>-n<N>.npz (small: models x forget examples), so the study runs in
-pieces across sessions and every figure can be recomputed from what is committed.
+"""The regime study (issue 17; docs/studies/regime.md): which factors make `finetune` spread like retraining?
+Resumable: each finished candidate appends one JSON line to studies/regime/regime.jsonl and saves its populations'
+confidences to studies/regime/pops/<id>-n<N>.npz (small: models x forget examples), so the study runs in pieces
+across sessions and every figure can be recomputed from what is committed. Run from the repository root:
 
-    python benchmarks/regime.py                          # every candidate of GRID not yet in the table
-    python benchmarks/regime.py --only base -n 32
-    python benchmarks/regime.py --refresh                # recompute every row's figures from the saved populations
-    python benchmarks/regime.py --table --write-doc      # the measured table into docs/regime.md
+    python -m studies.regime.regime                      # every candidate of GRID not yet in the table
+    python -m studies.regime.regime --only base -n 32
+    python -m studies.regime.regime --refresh            # recompute every row's figures from the saved populations
+    python -m studies.regime.regime --table --write-doc  # the measured table into docs/studies/regime.md
 
 A screen is the project's own run, cut to what the diagnostics need: `plan_run` plans the original, the
 retrained reference and `finetune` (the ceiling's and floor's populations are dropped from the plan), and
 `execute` trains them into the run's content-addressed cache with the seeds `obliviate run` uses, so a later
-`obliviate run --preset benchmarks/regime/<id>.toml --cache <same cache>` reuses them.
+`obliviate run --preset studies/regime/candidates/<id>.toml --cache <same cache>` reuses them.
 """
 from __future__ import annotations
 
@@ -27,26 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
+from obliviate.errors import UserError
+from obliviate.store import atomic_write_bytes
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from obliviate.errors import UserError  # noqa: E402
-from obliviate.store import atomic_write_bytes  # noqa: E402
-
-GRID_DIR = HERE / "regime"
-POPS_DIR = GRID_DIR / "pops"
+GRID_DIR = HERE / "candidates"
+POPS_DIR = HERE / "pops"
 TABLE = HERE / "regime.jsonl"
-DOC = HERE.parent / "docs" / "regime.md"
-CACHE = Path(os.environ.get("OBLIVIATE_CACHE") or "/tmp/regime-cache")
+DOC = HERE.parents[1] / "docs" / "studies" / "regime.md"
+CACHE = Path(os.environ.get("OBLIVIATE_CACHE") or HERE / ".cache")   # ignored by git
 
-# (candidate id, screening N), in the declared order of measurement (docs/regime.md)
+# (candidate id, screening N), in the declared order of measurement (docs/studies/regime.md)
 GRID = [("base", 32), ("rare", 8), ("uniform", 8), ("old-recipe", 8), ("best20", 8), ("w16", 8), ("px32", 8),
         ("frames", 8), ("16k", 8), ("22k", 8), ("w32", 8), ("combined", 8),
         ("combined-22k", 8)]
 
-# the rule's figures (docs/regime.md, "The choice rule")
-CHALLENGE_FINETUNE_F = 0.058   # the official baseline on Kaggle at N = 512 (DESIGN.md)
-CHALLENGE_CEILING = 0.19       # the metric's oracle-vs-oracle ceiling at N = 512 (DESIGN.md: 0.17-0.19)
+# the rule's figures (docs/studies/regime.md, "The choice rule")
+CHALLENGE_FINETUNE_F = 0.058   # the official baseline on Kaggle at N = 512 (docs/challenge.md, "The official baseline")
+CHALLENGE_CEILING = 0.19       # the metric's oracle-vs-oracle ceiling at N = 512 (docs/challenge.md, "The regime")
 GATE_ORIGINAL_TRAIN_ACC = 0.95  # the challenge's original: 98.98% train
 GATE_RETRAINED_RETAIN_ACC = 0.90
 RULE_N = 128                   # the held-out test's population size
@@ -68,9 +66,11 @@ def screen(cid: str, n: int, *, cache: Path | None = None) -> tuple[dict, dict]:
     from obliviate.protocol import evaluate
     from obliviate.store import Store
 
-    cfg = RunConfig(preset=str(GRID_DIR / f"{cid}.toml"), methods=["finetune"], n_models=n, device="cpu",
-                    cache=str(cache), quiet=True, report=False, workers=1, confidence=None)
     cache = cache or CACHE
+    # kit=None: a screen trains its own reference, as every screen of the study did (`combined` is the `challenge`
+    # preset's record, which the shipped kit would otherwise serve)
+    cfg = RunConfig(preset=str(GRID_DIR / f"{cid}.toml"), methods=["finetune"], n_models=n, device="cpu",
+                    cache=str(cache), quiet=True, report=False, workers=1, confidence=None, kit=None)
     store = Store(cache)
     t0 = time.time()
     plan = plan_run(cfg, store, Path(tempfile.mkdtemp(prefix="regime-")))
@@ -80,8 +80,8 @@ def screen(cid: str, n: int, *, cache: Path | None = None) -> tuple[dict, dict]:
     plan = replace(plan, pops=[p for p in plan.pops if p.name in keep],
                    jobs=[j for j in plan.jobs if j.pop.name in keep])
     fresh = len(plan.jobs)
-    state, meta = train_original(plan, store)
-    pops, _ = execute(plan, store, state)
+    state, meta = train_original(plan, store)     # trained here (or cached); execute reads it from the store
+    pops, _, _ = execute(plan, store)
     splits = plan.splits
     original = build_model(plan.preset.model, splits.in_shape, splits.num_classes, **plan.preset.model_kwargs)
     original.load_state_dict(state)
@@ -100,7 +100,7 @@ def screen(cid: str, n: int, *, cache: Path | None = None) -> tuple[dict, dict]:
 
 # --- the figures ---------------------------------------------------------------------------------------
 def figures(pops: dict, facts: dict, n: int, seed: int = 0) -> dict:
-    """The row's diagnostics from the populations (docs/regime.md, "Definitions")."""
+    """The row's diagnostics from the populations (docs/studies/regime.md, "Definitions")."""
     from obliviate.metrics import projection
     ref, ft = pops["retrained"], pops["finetune"]
     out = dict(diagnostics(ft["conf"], ref["conf"], seed))
@@ -137,7 +137,7 @@ def diagnostics(conf_u: np.ndarray, conf_r: np.ndarray, seed: int = 0, project: 
 
 
 def verdict(row: dict) -> dict:
-    """The rule's gate, affordability and distance (docs/regime.md)."""
+    """The rule's gate, affordability and distance (docs/studies/regime.md)."""
     fit = (row["original_train_acc"] >= GATE_ORIGINAL_TRAIN_ACC and
            row["retrained_retain_acc"] >= GATE_RETRAINED_RETAIN_ACC)
     t_model, t_orig = row["retrain_seconds_stacked"], row["original_seconds"]
@@ -269,8 +269,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_block(doc: Path, start: str, end: str, body: str, after: str | None = None) -> None:
-    """Replace what lies between the markers start and end in doc with body, atomically (the benchmarks' tables
-    in docs/: calibrate.py, regime.py, heldout.py); a doc without the markers gets the block, markers included,
+    """Replace what lies between the markers start and end in doc with body, atomically (the studies' tables in
+    docs/studies/: calibrate.py, regime.py, heldout.py); a doc without the markers gets the block, markers included,
     right after the line `after` (a heading) when it has one."""
     text = doc.read_text()
     if start in text and end in text:
@@ -294,7 +294,7 @@ def main(argv=None):
     ap.add_argument("-n", "--n-models", type=int, help="population size (default: each candidate's screening N)")
     ap.add_argument("--refresh", action="store_true", help="recompute every row from its saved populations")
     ap.add_argument("--table", action="store_true", help="print the measured table and stop")
-    ap.add_argument("--write-doc", action="store_true", help="with --table: write it into docs/regime.md")
+    ap.add_argument("--write-doc", action="store_true", help="with --table: write it into docs/studies/regime.md")
     a = ap.parse_args(argv)
     try:
         if a.refresh:

@@ -1,0 +1,1 @@
+"""The calibration study (docs/studies/calibration.md)."""

@@ -1,0 +1,1 @@
+"""The regime study (docs/studies/regime.md)."""
