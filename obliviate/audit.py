@@ -170,9 +170,9 @@ def page(audit: dict, figure: bytes) -> str:
                 '<div class="scroll"><table><tbody>', *(_row(r) for r in cert), "</tbody></table></div>",
                 f'<p class="note">{ref["n_models"]} models trained from scratch on the retain set with the recipe '
                 f"{e(json.dumps(ref['recipe']))}, and the method run {ref['n_models']} times from the original "
-                f"(seeds: {e(ref['seeds']['unlearned'])}). F is the challenge's measure: how well an attacker with "
-                f"every threshold on each forgotten example's confidence tells the unlearned models from the "
-                f"retrained ones (1: never). It falls with N; its interval is from paired half-samples of both "
+                f"(seeds: {e(ref['seeds']['unlearned'])}). F is the challenge's measure: for each forgotten example, how "
+                f"well the best threshold attack on its confidence tells the unlearned models from the retrained "
+                f"ones, in points (1: not at all, 0: surely), averaged. It falls with N; its interval is from paired half-samples of both "
                 f"populations, the projection from a fitted model of the two populations (docs/projection.md). The "
                 f"challenge's finetune baseline scored about 0.058 at N = 512.</p></section>"]
     out += ['<section id="meaning"><h2>What this audit shows, and what it does not</h2>',
@@ -183,9 +183,9 @@ def page(audit: dict, figure: bytes) -> str:
                "It does not compare the model with retraining from scratch, the gold standard: a low forget "
                "accuracy may mean the method broke the model on those people rather than made it look as if it "
                "never saw them. Run with <code>--reference N --recipe RECIPE.toml</code> for that comparison. ")
-            + "It is no proof that the data cannot be recovered: stronger attacks (per-example thresholds, "
-            "shadow models, reconstruction) are not run, and every figure holds for this data, this seed and "
-            "this model only.</p></section>",
+            + "It is no proof that the data cannot be recovered: stronger attacks (shadow models, data "
+            "reconstruction" + ("" if ref else ", the challenge's threshold attacks over many models") + ") are not "
+            "run, and every figure holds for this data, this seed and this model only.</p></section>",
             '<section id="provenance"><h2>Provenance</h2><details open><summary>inputs, outputs, method, '
             'preprocessing, versions</summary><table class="gloss"><tbody>']
     out += [f"<tr><td><code>{e(k)}</code></td><td>{_code(str(v))}</td></tr>" for k, v in _flat(prov)]
