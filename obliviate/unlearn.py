@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import time
 import tomllib
 import warnings
@@ -43,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .seeds import REFERENCE, UNLEARN, member_seed
 from .store import content_key
 from .suggest import nearest
 
-SEED_REFERENCE, SEED_UNLEARN = "oracle", "unlearn"   # the frozen seed labels of run's populations (plan)
 TEST_FRACTION = VAL_FRACTION = 0.1                   # drawn test (of all rows) and val (of the retain rows)
 KAGGLE_FUNCTION = "unlearning"                       # what a method file without :FUNCTION names
 NORMALISE = ("none", "per-channel")
@@ -55,10 +56,10 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")      # PIL modes read as one cha
 
 # --- the user's model ---------------------------------------------------------------------------------------
 def parse_kwargs(items) -> dict:
-    """`--model-kwargs k=v` (repeated or comma-separated) -> {k: value}: numbers, True/False, tuples as Python
-    literals (true/false too), anything else a string."""
+    """`--model-kwargs k=v` (repeated, or comma-separated before each name=) -> {k: value}: numbers, True/False,
+    tuples as Python literals (true/false too), anything else a string."""
     out = {}
-    for item in [p for i in items or [] for p in str(i).split(",") if p.strip()]:
+    for item in [p for i in items or [] for p in re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", str(i)) if p.strip()]:
         k, sep, v = item.partition("=")
         if not sep or not k.strip():
             raise UserError(f"--model-kwargs {item!r} is not name=value: write e.g. --model-kwargs width=8.")
@@ -93,10 +94,15 @@ def load_factory(spec: str):
     p = Path(path)
     if not p.is_file():
         raise UserError(f"model file {path!r} does not exist: pass --model path/to/file.py:FACTORY.")
-    fn = getattr(_import_file(p, "model"), name, None)
+    module = _import_file(p, "model")
+    fn = getattr(module, name, None)
     if not callable(fn):
-        raise UserError(f"model file {path!r} has no function {name!r}: define {name}() returning the nn.Module "
-                        f"(keyword arguments come from --model-kwargs k=v).")
+        defined = [k for k, v in vars(module).items() if callable(v) and getattr(v, "__module__", "") ==
+                   module.__name__]
+        hint = nearest(name, defined)
+        raise UserError(f"model file {path!r} has no function {name!r}{f' (did you mean {hint!r}?)' if hint else ''}"
+                        f": define {name}() returning the nn.Module (keyword arguments come from --model-kwargs k=v)"
+                        f"{', or name one it defines: ' + ', '.join(defined) if defined else ''}.")
     return fn, p
 
 
@@ -526,14 +532,12 @@ def resolve_method(method, hp: dict | None = None, hp_preset: str | None = None,
         hp_preset, _, preset = hp_preset.partition(":")
         method_obj = get_method(name)
         if method_obj.user is not None:
-            raise UserError("--hp-preset holds tuned values of registered methods: drop it for your own function, "
-                            "or set its values in your file.")
+            raise UserError("--hp-preset applies to registered methods (`obliviate tune` saves their values): drop it "
+                            "for your own function and set its values in your file.")
         key = canonical_name(name)
         if not preset:
-            p = store.hp_preset_path(hp_preset)
-            saved = json.loads(p.read_text()) if p.is_file() else None
-            if saved is None:
-                store.load_hp_preset(hp_preset, "")                  # raises the store's own "not found" sentence
+            store.load_hp_preset(hp_preset, "")           # the store's own sentences: not found, not JSON
+            saved = json.loads(store.hp_preset_path(hp_preset).read_text())
             holding = sorted(k for k, v in saved.items() if key in v)
             if len(holding) != 1:
                 raise UserError(f"hyperparameter preset {hp_preset!r} holds values of {key} for "
@@ -662,10 +666,10 @@ def reference(original_state: dict, splits: Splits, preset, pop, n: int, seed: i
     return the populations {"retrained", pop.name: arrays} and how many models were computed now."""
     from .codehash import modules_fingerprint
     from .execute import ARRAYS, Context, run_job
-    from .plan import EVAL_VERSION, UNLEARN_CHUNK, UNLEARN_TIMING, Job, Population, member_seed, train_chunk
-    retrained = Population("retrained", "reference", "train", SEED_REFERENCE)
-    pops = [(retrained, [member_seed(seed, SEED_REFERENCE, i) for i in range(n)], train_chunk(preset)),
-            (pop, [seed] + [member_seed(seed, SEED_UNLEARN, i) for i in range(1, n)], UNLEARN_CHUNK)]
+    from .plan import EVAL_VERSION, UNLEARN_CHUNK, UNLEARN_TIMING, Job, Population, train_chunk
+    retrained = Population("retrained", "reference", "train", REFERENCE)
+    pops = [(retrained, [member_seed(seed, REFERENCE, i) for i in range(n)], train_chunk(preset)),
+            (pop, [seed] + [member_seed(seed, UNLEARN, i) for i in range(1, n)], UNLEARN_CHUNK)]
     # the modules plan.training_code keys a run's trained models by; the user's model file is in ident
     train_code = modules_fingerprint(["obliviate.training", "obliviate.population", "obliviate.protocol"])
     keys, jobs = {}, []
@@ -726,8 +730,8 @@ def certificate(pops: dict, name: str, seed: int, confidence: float = 0.95) -> d
             "spread_ratio": ratio, "location_gap": gap, "retrained_std": projection.retrained_std(r["conf"]),
             "retrained": means(r), "unlearned": means(u),
             "cost_retrainings": float(np.mean(u["seconds"]) / np.mean(r["seconds"])),
-            "seeds": {"retrained": f"member_seed({seed}, {SEED_REFERENCE!r}, i), i < {n}",
-                      "unlearned": f"{seed} (the run written), then member_seed({seed}, {SEED_UNLEARN!r}, i), "
+            "seeds": {"retrained": f"member_seed({seed}, {REFERENCE!r}, i), i < {n}",
+                      "unlearned": f"{seed} (the run written), then member_seed({seed}, {UNLEARN!r}, i), "
                                    f"0 < i < {n}"}}
 
 

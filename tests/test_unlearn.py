@@ -338,3 +338,19 @@ def test_data_reading_draws_and_records_splits_and_preprocessing(case, tmp_path)
     s, r = load_data(read_manifest(grey), ["p0"])
     assert tuple(s.forget.x.shape[1:]) == (1, 16, 16) and r["preprocessing"]["channels"] == 1
     assert float(s.forget.x.max()) <= 1 and r["val_from"].startswith("10% of the retain rows")
+
+
+def test_hp_preset_reads_the_values_tune_saved(tmp_path):
+    from obliviate.errors import UserError
+    from obliviate.store import Store
+    from obliviate.unlearn import resolve_method
+    store = Store(tmp_path)
+    store.save_hp_preset("tuned", "digits", "finetune", {"lr": 0.002})
+    assert resolve_method("finetune", hp_preset="tuned", cache=tmp_path)[1].hparams["lr"] == 0.002
+    assert resolve_method("finetune", {"lr": "0.003"}, "tuned:digits", cache=tmp_path)[1].hparams["lr"] == 0.003
+    store.save_hp_preset("tuned", "fashion", "finetune", {"lr": 0.004})
+    for preset, phrase in ((None, "for the presets digits, fashion: pass --hp-preset tuned:PRESET"),
+                           (":smoke", "holds no values of finetune for preset 'smoke'")):
+        with pytest.raises(UserError, match="hyperparameter preset 'tuned' holds") as e:
+            resolve_method("finetune", hp_preset="tuned" + (preset or ""), cache=tmp_path)
+        assert phrase in str(e.value)
