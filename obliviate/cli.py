@@ -293,7 +293,7 @@ def unlearn(model: str = typer.Option(..., "--model", help="FILE.py:FACTORY, a f
                                                                                         "time, for the time ratio"),
             reference: int = typer.Option(0, "--reference", help="N: retrain N models and run the method N times "
                                                                  "for the challenge's F (cached, resumable)"),
-            recipe: Optional[Path] = typer.Option(None, "--recipe", help="TOML with the [recipe] of the original"),
+            recipe: Optional[Path] = typer.Option(None, "--recipe", help="TOML: the training recipe of the original (a recipe table: epochs, lr, ...)"),
             cache: Optional[Path] = typer.Option(None, help="artifact cache (default ~/.cache/obliviate)"),
             quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Unlearn your own model: apply a method to trained weights, write them with an audit of what was forgotten
