@@ -205,6 +205,7 @@ REFUSALS = {   # name -> (change to the arguments, a phrase of the one sentence)
                          "the retain set would be empty"),
     "recipe unknown key": (lambda c, d: {"n_reference": 4, "recipe": _text(d / "r.toml", "[recipe]\nepoch = 3\n")},
                            "unknown key 'recipe.epoch' (did you mean 'recipe.epochs'?)"),
+    "reference without recipe": (lambda c, d: {"n_reference": 4}, "pass --recipe RECIPE.toml"),
     "pickle weights": (lambda c, d: {"weights": _pickle(d / "w.pkl", load_file(str(c.weights)))},
                        "is a pickle file, which obliviate does not load"),
     "whole pickled model": (lambda c, d: {"weights": _torch_save(d / "w.pt", make_cnn())},
