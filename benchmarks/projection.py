@@ -6,8 +6,9 @@ docs/projection.md records the tables this prints.
 
 Synthetic: E forget examples, retrained ~ Normal(mu_j, s), row ~ Normal(mu_j + g s, (r s)^2), the regime table's
 cells (docs/challenge.md, "The regime") at retrained std s = 0.3 (digits' scale) and 1; plus a mixed row (half the
-examples at the ceiling, half at gap 1.5: the empirical-Bayes prior is one normal, so this is its hard case). Truth: F of `--direct` fresh draws at
-512; projections from one draw of 64 models per population, with the correction and without (the plug-in fit).
+examples at the ceiling, half at gap 1.5: the empirical-Bayes prior is one normal, so this is its hard case).
+Truth: F of `--direct` fresh draws at 512; projections from one draw of 64 models per population, with the
+correction and without (the plug-in fit).
 
 Digits: each row of RUN64 projected to RUN512's N, against RUN512's measured F and its interval; and, to see the
 error's spread, every disjoint 64-model slice of RUN512 projected the same way (the slices are part of the measured
