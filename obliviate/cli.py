@@ -63,16 +63,15 @@ def parse_hp(items) -> dict:
 
 def leaderboard_table(board: dict) -> Table:
     from rich.table import Table
-    from .write import COLUMNS, fmt, kit_sentence, reading_note, regime_sentence, row_label
+    from .board import COLUMNS, SHORT, fmt, kit_sentence, reading_note, regime_sentence, row_label
     kit = kit_sentence(board)
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}"
                     + reading_note(board, " · "),
               caption=regime_sentence(board) + (f"\n{kit}" if kit else ""), caption_justify="left")
-    short = {"forgetting_quality": "F", "n_models": "N"}            # narrow headers leave room for the interval
     ci = any(r.get("score_ci") for r in board["rows"])
     level = f"{100 * (board.get('confidence') or 0.95):g}%"
     for c in COLUMNS:   # the method keeps one line
-        t.add_column(short.get(c, c), justify="left" if c == "method" else "right", no_wrap=c == "method")
+        t.add_column(SHORT.get(c, c), justify="left" if c == "method" else "right", no_wrap=c == "method")
         if c == "score" and ci:
             t.add_column(f"score {level}", justify="right", no_wrap=True)
             t.add_column("P(> finetune)", justify="right", no_wrap=True)
@@ -232,7 +231,7 @@ def compare(run_dirs: List[Path], metric: List[str] = typer.Option([], "--metric
     the chosen metrics across them."""
     from .report import compare_runs
     if len(run_dirs) == 1 and not metric:
-        from .report.significance import pairwise_table
+        from .analysis.significance import pairwise_table
         text = pairwise_table(run_dirs[0], confidence=confidence, markdown=markdown)
     else:
         text = compare_runs(run_dirs, metrics=metric or None, markdown=markdown)
@@ -244,7 +243,7 @@ def nstudy(run_dir: Path, confidence: float = typer.Option(0.95, help="interval 
            draws: int = typer.Option(100, help="subsamples per model count")):
     """How many models does the comparison need: F per method at n = 8, 16, ..., N models from RUN_DIR's
     stored populations (no retraining), with intervals and rank stability; writes RUN_DIR/nstudy.*."""
-    from .report.significance import nstudy_table, write_nstudy
+    from .analysis.significance import nstudy_table, write_nstudy
     study, paths = write_nstudy(run_dir, confidence=confidence, draws=draws)
     console.print(nstudy_table(study))
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
@@ -260,7 +259,7 @@ def diagnose(run_dir: Path, project_n: int = typer.Option(512, "--project-n", he
              as_json: bool = typer.Option(False, "--json", help='print {"rows": [...]} as JSON')):
     """Where each row sits against the challenge's regime (spread ratio, location gap, retrained std, forget
     accuracy) and the F it would score at --project-n models, from RUN_DIR's populations (docs/projection.md)."""
-    from .report.diagnose import diagnose_run, diagnose_table
+    from .analysis.diagnose import diagnose_run, diagnose_table
     methods = [m.strip() for m in method.split(",") if m.strip()] if method is not None else None
     result = diagnose_run(run_dir, project_n=project_n, draws=draws, methods=methods)
     if as_json:

@@ -8,6 +8,7 @@ population) costs 1 by definition and the floor (`original`, no unlearning) 0.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import platform
 import time
@@ -16,12 +17,14 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
+from .board import ROLE_ORDER
 from .codehash import modules_fingerprint
 from .version import __version__
 from .metrics import challenge_score
+from .metrics.challenge import best_attack, example_epsilons
 from .metrics import resample
 from .metrics.extra import row_metrics
-from .metrics.projection import PROJECT_N, project_forgetting_quality
+from .metrics.projection import PROJECT_N, project_forgetting_quality, spread_and_gap
 from .metrics.regime import board_verdict
 from .methods import get_method
 from .models import build_model
@@ -29,7 +32,6 @@ from .plan import Plan
 from .store import Store, arrays_digest
 from .training import cost_clock_name
 
-ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
 
 
 def memo(store: Store | None, kind: str, ident: dict, compute):
@@ -56,6 +58,50 @@ def projection(store, u: dict, ref: dict, n_to: int, seed: int, name: str, ref_k
                                                      seed=[seed & 0xFFFFFFFF, *name.encode()])
         return {"projected_n": n_to, "projected_forgetting_quality": point, "projected_forgetting_quality_ci": [lo, hi]}
     return memo(store, "projections", ident, compute)
+
+
+def best_row(rows: list[dict]) -> dict:
+    """The row the report looks at up close: the best method within the budget, else the best method, else the
+    best measured row."""
+    measured = [r for r in rows if not r.get("projected")]
+    for cands in ([r for r in measured if r["role"] == "method" and not r["over_budget"]],
+                  [r for r in measured if r["role"] == "method"], measured):
+        if cands:
+            return max(cands, key=lambda r: r["score"])
+
+
+def _picks(eps: np.ndarray) -> list:
+    order = np.argsort(eps, kind="stable")
+    picks, seen = [], set()
+    for label, j in (("highest ε", order[-1]), ("median ε", order[len(order) // 2]), ("lowest ε", order[0])):
+        if int(j) not in seen:
+            seen.add(int(j))
+            picks.append((label, int(j)))
+    return picks
+
+
+def figure_data(rows: list[dict], populations: dict, store: Store | None = None) -> dict:
+    """What the report's figures show that only the metric can compute: every measured row's per-example
+    epsilons, and for the best row (`best_row`) its forget examples with the highest, median and lowest epsilon
+    with the attack that achieves each. The report draws these; it never scores."""
+    ref = populations["retrained"]
+    ref_key = population_key(ref)
+    eps = {}
+    for r in rows:
+        if r.get("projected"):
+            continue
+        u = populations[r["method"]]
+        eps[r["method"]] = memo(store, "epsilons", {"what": "example_epsilons", "unlearned": population_key(u),
+                                                    "retrained": ref_key,
+                                                    "code": modules_fingerprint(["obliviate.metrics.challenge"])},
+                                lambda: example_epsilons(u["conf"], ref["conf"]).tolist())
+    best = best_row(rows)["method"]
+    u = populations[best]["conf"]
+    examples = []
+    for label, j in _picks(np.asarray(eps[best])):
+        a = best_attack(u[:, j], ref["conf"][:, j])
+        examples.append({"label": label, "index": j, "attack": json.loads(json.dumps(a, default=float))})
+    return {"epsilons": eps, "best": best, "examples": examples}
 
 
 def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Store | None = None) -> list[dict]:
@@ -95,6 +141,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
             row["place"] = method.place
             row["small_model_note"] = method.degenerate_on(model, pop.hparams)
         row.update({k: v for k, v in figures.items() if k != "forgetting_quality"})
+        row["spread_ratio"], row["location_gap"] = spread_and_gap(u["conf"], ref["conf"])
         rows.append(row)
     if plan.kit is not None and plan.cfg.bounds and not any(r["role"] == "ceiling" for r in rows):
         # the kit holds fewer than 2N models: the ceiling is the reference projected against itself
@@ -174,4 +221,4 @@ def score(plan: Plan, populations: dict, clock: dict, workers: int, t_start: flo
             "preset_record": plan.preset.describe(), "cost_clock_how": clock["how"], "kit": kit_record(plan),
             "regime": board_verdict(rows, {k: p["conf"] for k, p in populations.items()},
                                     populations["retrained"]["conf"]),
-            "rows": rows}
+            "rows": rows, "figures": figure_data(rows, populations, store)}

@@ -13,57 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .board import COLUMNS, caution_note, cell, kit_sentence, reading_note, regime_sentence, row_label
 from .store import npz_bytes
-
-COLUMNS = ("method", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost",
-           "n_models", "seconds")
-
-
-def fmt(key, value) -> str:
-    if isinstance(value, float):
-        return f"{value:.1f}" if key == "seconds" else f"{value:.3f}" if key == "cost" else f"{value:.4f}"
-    return str(value)
-
-
-def cell(row, key) -> str:
-    """fmt of row[key], with its interval when the row has one: F and score as "0.1834 (0.1612–0.2101)"."""
-    ci = row.get(f"{key}_ci") if key in ("forgetting_quality", "score") else None
-    return fmt(key, row[key]) + (f" ({ci[0]:.4f}–{ci[1]:.4f})" if ci else "")
-
-
-def row_label(row) -> str:
-    """The method, `(#k)` for the challenge's k-th placed team, and the flags: over budget, and `[small model]`
-    for a layer-choosing winner that degenerates on this preset's model (the note is in the footer)."""
-    tag = {"ceiling": " (ceiling, projected)" if row.get("projected") else " (ceiling)",
-           "floor": " (trained with forget set)"}.get(row["role"], "")
-    tag += f" (#{row['place']})" if row.get("place") else ""
-    tag += " [over budget]" if row.get("over_budget") else ""
-    tag += " [few models]" if row.get("caution") else ""
-    return f"{row['method']}{tag}{' [small model]' if row.get('small_model_note') else ''}"
-
-
-def reading_note(board: dict, sep: str) -> str:
-    """`sep` + "winners read by their write-ups" when the run took `--reading write-up`; "" for the default
-    (each winner as its Kaggle notebook ran)."""
-    return f"{sep}winners read by their write-ups" if board.get("reading") == "write-up" else ""
-
-
-def regime_sentence(board: dict) -> str:
-    """The board's one sentence on whether its ranking means anything for the challenge."""
-    r = board.get("regime")
-    return r["sentence"] if r else "No method row: nothing says whether this board is in the challenge's regime."
-
-
-def kit_sentence(board: dict) -> str | None:
-    """Where the reference came from, when a kit supplied it."""
-    k = board.get("kit")
-    if not k:
-        return None
-    ceiling = {None: "no ceiling row"}.get(k.get("ceiling"), f"ceiling: {k.get('ceiling')}")
-    return (f"Reference: kit {k['name']!r} ({board['n_models']} of its {k['n_built']} retrained models, built "
-            f"{k['built']}; {ceiling}" + ("; " + "; ".join(k["left_out"]) + " left out" if k.get("left_out") else "")
-            + "); only the methods' unlearning runs were computed here.")
-
 
 def leaderboard_markdown(board: dict) -> str:
     head = (f"# Leaderboard: {board['preset']} (forget {board['forget']}, N = {board['n_models']}, "
@@ -88,11 +39,9 @@ def leaderboard_markdown(board: dict) -> str:
             + f" `cost` = mean unlearning time / one retraining ({board['retrain_seconds']:.3f} s of "
             f"{board.get('cost_clock', 'wall time')}: {board.get('cost_clock_how', 'the original timed here')}); "
             f"budget {board['budget'] if board['budget'] is not None else 'none'}.\n")
-    cautions = [r for r in board["rows"] if r.get("caution")]
-    if cautions:
-        foot += (f"\n[few models]: scored from {board['n_models']} models (fewer than 64); F falls as N grows, so "
-                 f"compare only at equal N. Projected to 512: "
-                 + ", ".join(f"`{r['method']}` {r['projected_forgetting_quality']:.4f}" for r in cautions) + ".\n")
+    caution = caution_note(board)
+    if caution:
+        foot += f"\n{caution}\n"
     if any(r.get("place") for r in board["rows"]):
         foot += ("\n(#k): the team's place in the challenge (the organisers' order, 1 fanchuan ... 8 forget); the "
                  "official baseline, `finetune`, scored about 0.058 there and every winner 0.072-0.091.\n")
@@ -119,12 +68,8 @@ def write_run_dir(out: Path, board: dict, populations: dict, report: bool, store
         (tmp / "leaderboard.json").write_text(json.dumps(board, indent=2))
         (tmp / "leaderboard.md").write_text(leaderboard_markdown(board))
         if report:
-            try:
-                from .report import write_report
-            except ModuleNotFoundError:
-                write_report = None
-            if write_report:
-                write_report(tmp, store=store)
+            from .report import write_report
+            write_report(tmp, store=store)
         if out.exists():
             out.rmdir()           # empty (checked before the run)
         os.replace(tmp, out)

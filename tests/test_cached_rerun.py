@@ -114,7 +114,7 @@ def test_the_cli_and_the_report_start_without_the_heavy_libraries():
     torch; matplotlib is imported when a figure is drawn, scikit-learn by the MIA)."""
     import subprocess
     import sys
-    code = ("import sys, obliviate.cli, obliviate.report, obliviate.report.significance, obliviate.store; "
+    code = ("import sys, obliviate.cli, obliviate.report, obliviate.analysis.significance, obliviate.store; "
             "print(sorted({'torch', 'matplotlib', 'scipy', 'sklearn', 'ray'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -32,7 +32,8 @@ def test_run_rows_carry_intervals_and_compare_one_run_is_pairwise(smoke_run_dirs
         lo, hi = row["forgetting_quality_ci"]
         assert lo <= row["forgetting_quality"] <= hi
         assert row["score_ci"][0] <= row["score"] <= row["score_ci"][1]
-    assert "(" in (a / "leaderboard.md").read_text().split("finetune")[1].split("|")[1]   # "0.0139 (0.002–0.030)"
+    line = next(l for l in (a / "leaderboard.md").read_text().splitlines() if l.startswith("| finetune"))
+    assert "(" in line.split("|")[2]                                                   # "0.0139 (0.002–0.030)"
     r = cli("compare", a, "--markdown")
     assert r.returncode == 0, r.stderr
     assert "P(> finetune)" in r.stdout and "rank 95%" in r.stdout and "finetune" in r.stdout
@@ -41,7 +42,7 @@ def test_run_rows_carry_intervals_and_compare_one_run_is_pairwise(smoke_run_dirs
 
 
 def test_nstudy_command(tmp_path, smoke_run_dirs):
-    from obliviate.report.synthetic import make_synthetic_run
+    from obliviate.analysis.synthetic import make_synthetic_run
     path = make_synthetic_run(tmp_path / "run", n_models=16, n_forget=8, n_test=20)
     r = cli("nstudy", path, "--draws", "10")
     assert r.returncode == 0, r.stderr

@@ -12,7 +12,7 @@ import pytest
 from obliviate.errors import UserError
 from obliviate.metrics import forgetting_quality
 from obliviate.metrics.projection import project_forgetting_quality, retrained_std, spread_and_gap
-from obliviate.report.diagnose import KEYS, diagnose_run
+from obliviate.analysis.diagnose import KEYS, diagnose_run
 from obliviate.runner import RunConfig, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -11,8 +11,8 @@ import pytest
 from obliviate.errors import UserError
 from obliviate.metrics import example_epsilons, points
 from obliviate.metrics.resample import board_intervals, half_indices, n_study, spearman, study_sizes
-from obliviate.report.significance import pairwise_table, write_nstudy
-from obliviate.report.synthetic import make_synthetic_run
+from obliviate.analysis.significance import pairwise_table, write_nstudy
+from obliviate.analysis.synthetic import make_synthetic_run
 
 
 def params(e, seed=1):

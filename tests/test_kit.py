@@ -146,8 +146,12 @@ def test_kit_list_json_and_the_wheel_ships_the_kit(tmp_path):
     kits = json.loads(p.stdout)["kits"]
     assert any(k["name"] == "challenge" and k["n_reference"] == 512 for k in kits)
     # the wheel: built here, installed into a fresh folder, and `obliviate kit list` run from it finds the kit
+    src = tmp_path / "src"                     # built from a copy: setuptools writes build/ beside the sources
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in"):
+        shutil.copy(ROOT / name, src / name) if src.exists() else (src.mkdir(), shutil.copy(ROOT / name, src / name))
+    shutil.copytree(ROOT / "obliviate", src / "obliviate", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("obliviate-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "obliviate/kits/challenge/kit.json" in names and "obliviate/kits/challenge/original.safetensors" in names

@@ -10,7 +10,7 @@ from PIL import Image
 
 from obliviate.errors import UserError
 from obliviate.report import compare_runs, load_run, metric_glossary, write_report
-from obliviate.report.synthetic import make_synthetic_run
+from obliviate.analysis.synthetic import make_synthetic_run
 
 METHODS = ("oracle", "finetune", "scrub", "neggrad_plus", "original")
 SECTIONS = ("leaderboard", "score-cost", "epsilons", "examples", "accuracy", "regime", "glossary")
@@ -60,19 +60,21 @@ def test_report_contents(run):
     for head in ("## Leaderboard", "## Score vs cost", "## Per-example epsilon", "## Forget examples up close",
                  "## Accuracy", "## Glossary"):
         assert head in md
-    for flag in ("ORACLE CEILING", "ORIGINAL FLOOR", "OVER BUDGET"):
+    for flag in ("CEILING", "TRAINED WITH FORGET SET", "OVER BUDGET"):
         assert flag in html and flag in md
     # the over-budget row (neggrad_plus, cost 0.35 > 0.2) is flagged, the others are not
     over = [line for line in md.splitlines() if "OVER BUDGET" in line and line.startswith("|")]
     assert len(over) == 1 and "neggrad_plus" in over[0]
     assert re.search(r'<tr class="method over">.*neggrad_plus', html)
     # oracle first, original last in the table
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "ORACLE" in line or "FLOOR" in line]
+    rows = [line for line in md.splitlines() if line.startswith("| ") and ("CEILING" in line or "FORGET SET" in line)]
     assert "oracle" in rows[0]
 
 
-def test_report_computes_missing_extras_and_accepts_runner_costs(tmp_path):
-    """The runner may give the ceiling/floor numeric costs and rows without the extra keys."""
+def test_report_never_scores_missing_figures_are_shown_as_missing(tmp_path, monkeypatch):
+    """The report reads a board: rows without the extra metrics are shown without them (never computed from the
+    populations), and a board without figure data is refused in one sentence."""
+    import obliviate.metrics.extra as extra
     path = make_synthetic_run(tmp_path / "run", n_models=16, n_forget=12, n_test=30, seed=3)
     board = json.loads((path / "leaderboard.json").read_text())
     for row in board["rows"]:
@@ -84,20 +86,25 @@ def test_report_computes_missing_extras_and_accepts_runner_costs(tmp_path):
     (path / "leaderboard.json").write_text(json.dumps(board))
     (path / "report_files").mkdir()
     (path / "report_files" / "stale.png").write_bytes(b"old")   # an older report's folder is replaced
+    monkeypatch.setattr(extra, "extra_metrics", lambda *a, **k: pytest.fail("the report computed a metric"))
     _, md_path = write_report(path)
     assert not (path / "report_files" / "stale.png").exists()
     lines = md_path.read_text().splitlines()
     head = [c.strip() for c in next(l for l in lines if l.startswith("| # | method")).split("|")]
     table = [line for line in lines if line.startswith("| ") and "oracle" in line]
     cells = dict(zip(head, (c.strip() for c in table[0].split("|"))))
-    assert all(cells[h] != "–" for h in ("MIA acc", "KS", "KL (nats)"))   # filled from the populations
+    assert all(cells[h] == "–" for h in ("MIA acc", "KS", "KL (nats)"))
+    del board["figures"]
+    (path / "leaderboard.json").write_text(json.dumps(board))
+    with pytest.raises(UserError, match="written by an older obliviate"):
+        write_report(path)
 
 
 def test_compare_runs(run, tmp_path):
     other = make_synthetic_run(tmp_path / "run-b", n_models=16, n_forget=12, n_test=30, seed=1)
     text = compare_runs([run[0], other])
     for word in ("run-a", "run-b", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost",
-                 "oracle (ceiling)", "original (floor)", "[over budget]"):
+                 "oracle (ceiling)", "original (trained with forget set)", "[over budget]"):
         assert word in text
     md = compare_runs([run[0], other], metrics=["score", "mia", "ks"], markdown=True)
     lines = md.strip().splitlines()
@@ -188,7 +195,7 @@ def test_report_leaderboard_shows_intervals_and_pairwise_probabilities(run):
     assert lo <= rows["oracle"]["forgetting_quality"] <= hi and f"{lo:.4f}–{hi:.4f}" in md
 
 
-def test_report_computes_intervals_for_runs_written_before_them(tmp_path):
+def test_a_board_without_intervals_is_shown_without_them(tmp_path):
     path = make_synthetic_run(tmp_path / "old", n_models=16, n_forget=8, n_test=20, seed=5)
     board = json.loads((path / "leaderboard.json").read_text())
     want = {r["method"]: r["score_ci"] for r in board["rows"]}
@@ -199,5 +206,8 @@ def test_report_computes_intervals_for_runs_written_before_them(tmp_path):
     (path / "leaderboard.json").write_text(json.dumps(board))
     _, md_path = write_report(path)
     md = md_path.read_text()
-    for lo, hi in want.values():                # the same intervals: same seed, same draws
-        assert f"{lo:.4f}–{hi:.4f}" in md
+    for lo, hi in want.values():                # never re-scored: the report only reads the board
+        assert f"{lo:.4f}–{hi:.4f}" not in md
+    assert "| oracle |" in md or "**oracle**" in md
+
+

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from obliviate.report import write_report
-from obliviate.report.synthetic import make_synthetic_run
+from obliviate.analysis.synthetic import make_synthetic_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

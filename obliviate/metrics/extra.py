@@ -34,7 +34,7 @@ from .challenge import forgetting_quality
 from .distances import kl_divergence, ks_distance
 from .mia import simple_mia
 
-EXTRA_KEYS = ("mia", "mia_std", "ks", "kl", "forget_gap", "retain_acc_std", "test_acc_std", "forget_acc_std")
+from ..board import EXTRA_KEYS   # noqa: F401  (the board's columns: one list)
 
 
 def _get(pop: Mapping[str, np.ndarray], key: str, who: str) -> np.ndarray:

@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 from ..errors import UserError
+from ..board import ROLE_TAGS
 from .run import load_run, num, over_budget
 
 DEFAULT_METRICS = ("forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost")
@@ -43,7 +44,7 @@ def compare_runs(run_dirs, metrics=None, markdown: bool = False) -> str:
     body = []
     for label, run in zip(labels, runs):
         for row in run.rows:
-            name = row["method"] + {"ceiling": " (ceiling)", "floor": " (floor)"}.get(row["role"], "")
+            name = row["method"] + ROLE_TAGS.get(row["role"], "")
             if over_budget(row, run.budget):
                 name += " [over budget]"
             body.append([label, name] + [_fmt(row.get(m)) for m in metrics])

@@ -62,6 +62,23 @@ GLOSSARY: list[tuple[str, str, str, str]] = [
     ("beats_next", "the method ranked just below this one", "-", "-"),
     ("p_beats_next", "share of paired draws in which the method's score beats the method ranked just below it",
      "higher is better", "near 1: the order is real; near 0.5: the two are indistinguishable at this N"),
+    ("spread_ratio", "per forget example std(method's confidences) / std(retrained confidences) over the models, "
+                     "median over the forget examples; does not fall with N", "nearer 1 is better",
+     "1 (the challenge's finetune: about 1)"),
+    ("location_gap", "per forget example (median method - median retrained) / std(retrained), median over the "
+                     "forget examples", "nearer 0 is better", "0 (the challenge's finetune: within 0.5)"),
+    ("projected_n", "the population size F is projected to (512, the challenge's)", "-", "-"),
+    ("projected_forgetting_quality", "F the row would score with projected_n models per population: normal model "
+                                     "of each example fitted to the run's models, shrunk by empirical Bayes "
+                                     "(docs/projection.md)", "higher is better", "the ceiling's projection"),
+    ("projected_forgetting_quality_ci", "predictive interval of projected_forgetting_quality", "narrower is "
+                                        "better", "-"),
+    ("caution", "set when the row comes from fewer than 64 models: F falls as N grows, compare only at equal N",
+     "-", "absent"),
+    ("projected", "true for a ceiling projected from the reference alone (a kit holding fewer than 2N models)",
+     "-", "-"),
+    ("place", "the team's place in the challenge (the organisers' order)", "-", "-"),
+    ("small_model_note", "what a layer-choosing winner becomes on this preset's model", "-", "-"),
     ("epsilon (plots)", "per forget example: max over threshold attacks of max(log(1-1e-5-FPR) - log(FNR), "
                         "log(1-1e-5-FNR) - log(FPR)), clipped to [0, 50]; 50 for a too-peaky population",
      "lower is better", "0"),

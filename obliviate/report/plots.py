@@ -16,7 +16,7 @@ from .run import num
 ROLE_STYLE = {  # colour, marker, label suffix
     "method": ("#1f77b4", "o", ""),
     "ceiling": ("#2ca02c", "*", " (ceiling)"),
-    "floor": ("#7f7f7f", "s", " (floor)"),
+    "floor": ("#7f7f7f", "s", " (with forget set)"),
 }
 OVER = "#d62728"
 ACC_COLORS = {"retain_acc": "#4c72b0", "test_acc": "#dd8452", "forget_acc": "#c44e52"}
@@ -242,7 +242,7 @@ def accuracy_bars(groups: list) -> Figure:
         ax.set_xticks(x)
         labels = []
         for name, role, _ in groups:
-            labels.append(name + {"ceiling": "\n(ceiling)", "floor": "\n(floor)", "reference": "\n(reference)"}
+            labels.append(name + {"ceiling": "\n(ceiling)", "floor": "\n(with forget set)", "reference": "\n(reference)"}
                           .get(role, ""))
         ax.set_xticklabels(labels, rotation=35 if n > 7 else 0, ha="right" if n > 7 else "center",
                            rotation_mode="anchor")
@@ -295,7 +295,7 @@ def nstudy(study: dict) -> Figure:
         for k, color, ls, marker in styles:
             f = np.asarray(rows[k]["f"])
             ci = np.asarray(rows[k]["f_ci"], dtype=float)
-            label = k + {"ceiling": " (ceiling)", "floor": " (floor)"}.get(roles.get(k, "method"), "")
+            label = k + {"ceiling": " (ceiling)", "floor": " (with forget set)"}.get(roles.get(k, "method"), "")
             ax.fill_between(sizes, clip(ci[:, 0]), clip(ci[:, 1]), color=color, alpha=0.13, linewidth=0, zorder=2)
             ax.plot(sizes, clip(f), color=color, linestyle=ls, marker=marker, markersize=4, label=label, zorder=3)
         ax.set_xscale("log", base=2)

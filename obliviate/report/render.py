@@ -14,11 +14,10 @@ from ..version import __version__
 from ..errors import UserError
 from ..store import Store, arrays_digest, atomic_write_bytes, current_umask
 from .glossary import metric_glossary
+from ..board import ROLE_ORDER, interval, kit_sentence, regime_sentence, row_label
 from .run import Run, load_run, num, over_budget
 
 FILES_DIR = "report_files"
-ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
-EXTRA_KEYS = ("mia", "mia_std", "ks", "kl", "forget_gap", "retain_acc_std", "test_acc_std", "forget_acc_std")
 
 # (key, header, formatter); "–" for missing values
 def _f(d):
@@ -34,13 +33,11 @@ def _pp(x):
 
 
 def _ci(x):
-    ok = isinstance(x, (list, tuple)) and len(x) == 2 and all(num(v) is not None for v in x)
-    return f"{num(x[0]):.4f}–{num(x[1]):.4f}" if ok else "–"
+    return interval(x)
 
 
 def _rank_ci(x):
-    ok = isinstance(x, (list, tuple)) and len(x) == 2 and all(num(v) is not None for v in x)
-    return f"{int(x[0])}–{int(x[1])}" if ok else "–"
+    return interval(x, digits=0)
 
 
 COLUMNS = [
@@ -89,78 +86,35 @@ def _replace_dir(target: Path, files: dict) -> None:
 # ----------------------------------------------------------------------------- data
 
 def _prepare(run: Run):
-    """Rows in display order with flags and extra metrics filled from the populations; the populations."""
-    from ..metrics.extra import extra_metrics
-
+    """Rows in display order with their budget flag; each measured row's population; the reference. The board
+    carries every figure (score.py): a board without them is refused, never re-scored."""
+    if "figures" not in run.board:
+        raise UserError(f"{run.path / 'leaderboard.json'} was written by an older obliviate (it has no figure "
+                        f"data): re-run `obliviate run` to write a board the report can read.")
     ref = run.reference()
-    budget = run.budget
-    rows = sorted((dict(r) for r in run.rows),
-                  key=lambda r: (ROLE_ORDER[r["role"]], -(num(r["score"]) or 0.0)))
+    rows = sorted((dict(r) for r in run.rows), key=lambda r: (ROLE_ORDER[r["role"]], -(num(r["score"]) or 0.0)))
     pops = {}
-    if any(k not in r for r in rows for k in ("forgetting_quality_ci", "score_ci")) \
-            and min(run.population(r.get("population") or f"populations/{r['method']}.npz")["conf"].shape[0]
-                    for r in rows) >= 4:                       # a run written before intervals: compute them
-        from .significance import run_intervals
-        iv = run_intervals(run)
-        for row in rows:
-            row.update({k: v for k, v in iv.get(row["method"], {}).items() if k not in row})
     for row in rows:
-        row["_over"] = over_budget(row, budget)
-        pop = run.row_population(row)
-        pops[row["method"]] = pop
-        missing = [k for k in EXTRA_KEYS if k not in row]
-        if missing and all(k in pop for k in ("loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc")) \
-                and "forget_acc" in ref:
-            try:
-                extra = extra_metrics(pop, ref)
-            except ValueError:
-                extra = {}
-            row.update({k: extra[k] for k in missing if k in extra})
+        row["_over"] = over_budget(row, run.budget)
+        if not row.get("projected"):
+            pops[row["method"]] = run.row_population(row)
     return rows, pops, ref
 
 
-def _epsilons(run: Run, rows, pops, ref) -> dict:
-    """Per-row example epsilons (the histograms, the examples figure)."""
-    from ..metrics.challenge import example_epsilons
-    eps = {}
-    for row in rows:
-        try:
-            eps[row["method"]] = example_epsilons(pops[row["method"]]["conf"], ref["conf"])
-        except ValueError as e:
-            raise UserError(f"the confidences of {row['method']!r} in {run.path} cannot be scored ({e}).") from None
-    return eps
+def _epsilons(run: Run) -> dict:
+    """Per-row example epsilons (the histograms), as score stored them."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in run.board["figures"]["epsilons"].items()}
 
 
-def _regime_rows(rows, pops, ref) -> list[dict]:
+def _regime_rows(rows) -> list[dict]:
     """Rows with their spread ratio and location gap against the retrained models (the regime figure)."""
-    from ..metrics.projection import spread_and_gap
-    out = []
-    for r in rows:
-        ratio, gap = spread_and_gap(pops[r["method"]]["conf"], ref["conf"])
-        out.append({"method": r["method"], "role": r["role"], "spread_ratio": ratio, "location_gap": gap})
-    return out
+    return [{"method": r["method"], "role": r["role"], "spread_ratio": r["spread_ratio"],
+             "location_gap": r["location_gap"]} for r in rows if "spread_ratio" in r]
 
 
 def _conf(run) -> str:
     c = num(run.board.get("confidence"))
     return f"{100 * (c if c is not None else 0.95):g}%"
-
-
-def _best(rows):
-    for cands in ([r for r in rows if r["role"] == "method" and not r["_over"]],
-                  [r for r in rows if r["role"] == "method"], rows):
-        if cands:
-            return max(cands, key=lambda r: num(r["score"]) or 0.0)
-
-
-def _picks(e: np.ndarray):
-    order = np.argsort(e, kind="stable")
-    picks, seen = [], set()
-    for label, j in (("highest ε", order[-1]), ("median ε", order[len(order) // 2]), ("lowest ε", order[0])):
-        if int(j) not in seen:
-            seen.add(int(j))
-            picks.append((label, int(j)))
-    return picks
 
 
 def _acc_groups(rows, pops, ref):
@@ -170,7 +124,7 @@ def _acc_groups(rows, pops, ref):
             a = np.asarray(p.get(k, []), dtype=np.float64)
             out[k] = (float(a.mean()), float(a.std())) if a.size else (float("nan"), 0.0)
         return out
-    groups = [(r["method"], r["role"], stats(pops[r["method"]])) for r in rows]
+    groups = [(r["method"], r["role"], stats(pops[r["method"]])) for r in rows if r["method"] in pops]
     groups.append(("retrained", "reference", stats(ref)))
     return groups
 
@@ -194,9 +148,11 @@ def _meta(board: dict, run: Run, ref) -> list[tuple[str, str]]:
 def _flags(row) -> list[str]:
     f = []
     if row["role"] == "ceiling":
-        f.append("ORACLE CEILING")
+        f.append("CEILING" + (", PROJECTED" if row.get("projected") else ""))
     if row["role"] == "floor":
-        f.append("ORIGINAL FLOOR")
+        f.append("TRAINED WITH FORGET SET")
+    if row.get("caution"):
+        f.append("FEW MODELS")
     if row["_over"]:
         f.append("OVER BUDGET")
     return f
@@ -273,6 +229,8 @@ footer{margin-top:36px;font-size:12px;color:#777}
            f"<style>{css}</style>", "</head>", "<body>", "<main>",
            f"<h1>Unlearning leaderboard: {e(str(run.board.get('preset', run.name)))}</h1>",
            '<div class="meta">' + "".join(f"<span>{e(k)}: <b>{e(v)}</b></span>" for k, v in meta) + "</div>",
+           f'<p class="regime"><b>{e(regime_sentence(run.board))}</b></p>'
+           + (f'<p class="note">{e(kit_sentence(run.board))}</p>' if kit_sentence(run.board) else ""),
            '<nav><a href="#leaderboard">Leaderboard</a><a href="#score-cost">Score vs cost</a>'
            '<a href="#epsilons">Epsilons</a><a href="#examples">Forget examples</a>'
            '<a href="#accuracy">Accuracy</a><a href="#regime">Regime</a><a href="#glossary">Glossary</a></nav>',
@@ -284,17 +242,22 @@ footer{margin-top:36px;font-size:12px;color:#777}
         cls = [row["role"]] + (["over"] if row["_over"] else [])
         if row["role"] == "method":
             rank += 1
-        flags = [("ceiling", "ORACLE CEILING")] if row["role"] == "ceiling" else []
-        flags += [("floor", "ORIGINAL FLOOR")] if row["role"] == "floor" else []
+        flags = [("ceiling", "CEILING" + (", PROJECTED" if row.get("projected") else ""))] \
+            if row["role"] == "ceiling" else []
+        flags += [("floor", "TRAINED WITH FORGET SET")] if row["role"] == "floor" else []
+        flags += [("over", "FEW MODELS")] if row.get("caution") else []
         flags += [("over", "OVER BUDGET")] if row["_over"] else []
         badges = "".join(f'<span class="badge b-{c}">{e(t)}</span>' for c, t in flags)
         out.append(f'<tr class="{" ".join(cls)}"><td>{rank if row["role"] == "method" else ""}</td>'
                    f'<td class="name" title="{e(_hparams(row))}">{e(row["method"])}{badges}</td>'
                    + "".join(f"<td>{e(fmt(row.get(k)))}</td>" for k, _, fmt in COLUMNS) + "</tr>")
     out += ["</tbody>", "</table>", "</div>",
-            '<p class="note">Sorted by score within role. <b>ORACLE CEILING</b>: a second independent population '
-            "of retrained models scored like a method (the best any method can reach at this N). "
-            "<b>ORIGINAL FLOOR</b>: the original models, no unlearning. <b>OVER BUDGET</b>: cost above the "
+            '<p class="note">Sorted by score within role. <b>CEILING</b>: a second independent population '
+            "of retrained models scored like a method (the best any method can reach at this N; PROJECTED: from "
+            "the reference alone, for a kit that holds fewer than 2N models). <b>TRAINED WITH FORGET SET</b>: N "
+            "models trained on the whole training set, no unlearning (where it outscores a method, the method "
+            "forgets less than never unlearning). <b>FEW MODELS</b>: fewer than 64 models a population: F is far "
+            "above its 512-model value (the row's projection is in leaderboard.json). <b>OVER BUDGET</b>: cost above the "
             f"run's budget ({e(str(run.budget))}). MIA acc: 0.5 is ideal. forget gap: forget accuracy minus "
             "the retrained models' in percentage points. Intervals (" + e(_conf(run)) + "): redraws of both "
             "populations' models by paired half-sampling (docs/intervals.md); rank interval: the method's rank "
@@ -334,6 +297,9 @@ def _md_cell(s: str) -> str:
 def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
     lines = [f"# Unlearning leaderboard: {_md_cell(run.board.get('preset', run.name))}", ""]
     lines += [f"- **{k}**: {_md_cell(v)}" for k, v in meta] + [""]
+    lines += [f"**{regime_sentence(run.board)}**", ""]
+    kit = kit_sentence(run.board)
+    lines += [kit, ""] if kit else []
     lines += ["## Leaderboard", "",
               "| # | method | " + " | ".join(h for _, h, _ in COLUMNS) + " | flags |",
               "|---|---|" + "---:|" * len(COLUMNS) + "---|"]
@@ -345,8 +311,9 @@ def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
         lines.append(f"| {rank if row['role'] == 'method' else ''} | {name} | "
                      + " | ".join(fmt(row.get(k)) for k, _, fmt in COLUMNS)
                      + f" | {', '.join(_flags(row))} |")
-    lines += ["", f"ORACLE CEILING: a second independent retrained population scored like a method; ORIGINAL "
-                  f"FLOOR: no unlearning; OVER BUDGET: cost above the budget ({run.budget}). MIA acc: 0.5 is ideal. "
+    lines += ["", f"CEILING: a second independent retrained population scored like a method (PROJECTED: from the "
+                  f"reference alone); TRAINED WITH FORGET SET: N models trained with the forget set, no unlearning; "
+                  f"FEW MODELS: fewer than 64 models a population; OVER BUDGET: cost above the budget ({run.budget}). MIA acc: 0.5 is ideal. "
                   f"Intervals ({_conf(run)}): redraws of both populations' models by paired half-sampling; "
                   f"P(> X): the share of draws in which the method's score beats `finetune` or the next method.",
               "", "Hyper-parameters:", ""]
@@ -361,20 +328,21 @@ def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
 
 
 def _figures(run: Run, rows, pops, ref, best) -> dict:
-    """PNG bytes of the report's figures, by name."""
-    from ..metrics.challenge import best_attack
+    """PNG bytes of the report's figures, by name, drawn from the board's figure data and the populations."""
     from . import plots       # matplotlib: imported only when a figure is drawn (a cached report draws none)
 
-    eps = _epsilons(run, rows, pops, ref)
+    eps = _epsilons(run)
     u, r = pops[best["method"]]["conf"], ref["conf"]
-    picks = _picks(eps[best["method"]])
-    attacks = [best_attack(u[:, j], r[:, j]) for _, j in picks]
+    examples = run.board["figures"]["examples"]
+    picks = [(e["label"], e["index"]) for e in examples]
+    attacks = [e["attack"] for e in examples]
+    measured = [row for row in rows if row["method"] in eps]
     figures = {
         "score_cost": plots.score_cost(rows, run.budget),
-        "epsilons": plots.epsilon_histograms(rows, eps, ref["conf"].shape[0]),
+        "epsilons": plots.epsilon_histograms(measured, eps, ref["conf"].shape[0]),
         "examples": plots.example_distributions(best["method"], u, r, picks, attacks),
         "accuracy": plots.accuracy_bars(_acc_groups(rows, pops, ref)),
-        "regime": plots.regime_plane(_regime_rows(rows, pops, ref)),
+        "regime": plots.regime_plane(_regime_rows(rows)),
     }
     return {k: plots.render(f) for k, f in figures.items()}
 
@@ -407,7 +375,7 @@ def write_report(run_dir, store: Store | None = None) -> tuple[Path, Path]:
     rows, pops, ref = _prepare(run)
     meta = _meta(run.board, run, ref)
 
-    best = _best(rows)
+    best = next(r for r in rows if r["method"] == run.board["figures"]["best"])
     which = "the best in-budget method" if best["role"] == "method" and not best["_over"] else "the best row"
     example_caption = (
         f"Confidence distributions of {best['method']} ({which} by score) and of the retrained models on its "

@@ -12,10 +12,11 @@ import io
 import json
 from pathlib import Path
 
+from ..board import ROLE_ORDER, ROLE_TAGS, interval
 from ..errors import UserError
 from ..store import atomic_write_bytes
 from ..metrics.resample import CONFIDENCE, STUDY_DRAWS, board_intervals, check_confidence, n_study
-from .run import Run, load_run, num
+from ..report.run import Run, load_run, num
 
 INTERVAL_KEYS = ("forgetting_quality_ci", "score_ci")
 PAIR_KEYS = ("rank", "rank_ci", "p_beats_baseline", "p_beats_next", "beats_next")
@@ -47,7 +48,7 @@ def run_intervals(run: Run, confidence: float | None = None, seed: int | None = 
 
 
 def _ci(v, d=4) -> str:
-    return "–" if not v or num(v[0]) is None else f"{v[0]:.{d}f}–{v[1]:.{d}f}"
+    return interval(v, d)
 
 
 def _p(x) -> str:
@@ -60,13 +61,13 @@ def pairwise_table(run_dir, confidence: float | None = None, markdown: bool = Fa
     iv = run_intervals(run, confidence)
     conf = confidence or run.board.get("confidence") or CONFIDENCE
     pct = f"{100 * conf:g}%"
-    rows = sorted(run.rows, key=lambda r: ({"ceiling": 0, "method": 1, "floor": 2}[r["role"]], -r["score"]))
+    rows = sorted(run.rows, key=lambda r: (ROLE_ORDER[r["role"]], -r["score"]))
     header = ["rank", "method", "score", f"score {pct}", f"F {pct}", f"rank {pct}", "P(> finetune)",
               "P(> next)", "next"]
     body = []
     for r in rows:
         v = iv.get(r["method"], {})
-        tag = {"ceiling": " (ceiling)", "floor": " (floor)"}.get(r["role"], "")
+        tag = ROLE_TAGS.get(r["role"], "")
         rk = v.get("rank_ci")
         body.append([str(v["rank"]) if v.get("rank") else "", r["method"] + tag, f"{r['score']:.4f}",
                      _ci(v.get("score_ci")), _ci(v.get("forgetting_quality_ci")),
@@ -97,7 +98,7 @@ def pairwise_table(run_dir, confidence: float | None = None, markdown: bool = Fa
 
 def write_nstudy(run_dir, confidence: float = CONFIDENCE, draws: int = STUDY_DRAWS) -> tuple[dict, list]:
     """Run the N-study of a run folder and write nstudy.json, nstudy.md, nstudy.png and nstudy.svg into it."""
-    from . import plots
+    from ..report import plots
 
     check_confidence(confidence)
     if draws < 10:
@@ -127,14 +128,14 @@ def write_nstudy(run_dir, confidence: float = CONFIDENCE, draws: int = STUDY_DRA
 def nstudy_table(study: dict, markdown: bool = False) -> str:
     """Rows: methods (+ ceiling, floor); columns: F at each n with its interval; last row: Spearman rho."""
     sizes = study["sizes"]
-    place = {"ceiling": 0, "method": 1, "floor": 2}
+    place = ROLE_ORDER
     order = sorted(study["rows"], key=lambda k: (place[study["roles"].get(k, "method")], -study["rows"][k]["score"][-1]))
     pct = f"{100 * study['confidence']:g}%"
     header = ["method"] + [f"n={n}" for n in sizes]
     body = []
     for k in order:
         v = study["rows"][k]
-        tag = {"ceiling": " (ceiling)", "floor": " (floor)"}.get(study["roles"].get(k, "method"), "")
+        tag = ROLE_TAGS.get(study["roles"].get(k, "method"), "")
         body.append([k + tag] + [f"{f:.4f} ({lo:.4f}–{hi:.4f})" for f, (lo, hi) in zip(v["f"], v["f_ci"])])
     body.append(["rank rho vs n=N"] + ["–" if r is None else f"{r:.2f}" + (f" ({c[0]:.2f}–{c[1]:.2f})" if c else "")
                                        for r, c in zip(study["rho"], study["rho_ci"])])

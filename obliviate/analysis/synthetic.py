@@ -7,11 +7,12 @@ scored with the official metric exactly as the runner scores real populations.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from pathlib import Path
 
 import numpy as np
+
+from ..board import ROLE_ORDER
 
 # name -> (role, conf shift, conf spread, forget-loss scale, cost, seconds per model)
 DEFAULT_POPULATIONS = {
@@ -23,18 +24,16 @@ DEFAULT_POPULATIONS = {
 }
 
 
-def _npz_bytes(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
 def make_synthetic_run(path, n_models: int = 64, n_forget: int = 30, n_test: int = 120, seed: int = 0,
                        populations: dict | None = None, budget: float = 0.2) -> Path:
     """Write leaderboard.json and populations/*.npz under `path`; returns the path."""
     from ..metrics.challenge import challenge_score, example_epsilons, points
     from ..metrics.extra import extra_metrics
+    from ..metrics.projection import spread_and_gap
     from ..metrics.resample import annotate_rows
+    from ..metrics.regime import board_verdict
+    from ..score import figure_data
+    from ..store import npz_bytes
 
     populations = populations or DEFAULT_POPULATIONS
     rng = np.random.default_rng(seed)
@@ -68,18 +67,20 @@ def make_synthetic_run(path, n_models: int = 64, n_forget: int = 30, n_test: int
                "retain_acc": float(u["retain_acc"].mean()), "test_acc": float(u["test_acc"].mean()),
                "forget_acc": float(u["forget_acc"].mean()), "cost": cost if role == "method" else None,
                "n_models": n_models, "seconds": float(u["seconds"].sum()),
-               "over_budget": role == "method" and cost > budget,
+               "over_budget": bool(role == "method" and cost > budget),
                "hparams": {"epochs": 1, "lr": 1e-3} if role == "method" else {},
                "population": f"populations/{name}.npz"}
         row.update(extra_metrics(u, ref))
+        row["spread_ratio"], row["location_gap"] = spread_and_gap(u["conf"], ref["conf"])
         rows.append(row)
-    order = {"ceiling": 0, "method": 1, "floor": 2}
-    rows.sort(key=lambda r: (order[r["role"]], -r["score"]))
+    rows.sort(key=lambda r: (ROLE_ORDER[r["role"]], -r["score"]))
     annotate_rows(rows, pops, seed=seed)                   # intervals, ranks, P(beats), as score.py adds them
     for name, arrays in pops.items():
-        (path / "populations" / f"{name}.npz").write_bytes(_npz_bytes(arrays))
+        (path / "populations" / f"{name}.npz").write_bytes(npz_bytes(arrays))
     board = {"preset": "synthetic", "n_models": n_models, "seed": seed, "forget": "groups:3", "budget": budget,
              "confidence": 0.95,
-             "created": dt.datetime(2024, 1, 1, 12, 0, 0).isoformat(timespec="seconds"), "rows": rows}
+             "created": dt.datetime(2024, 1, 1, 12, 0, 0).isoformat(timespec="seconds"), "rows": rows,
+             "regime": board_verdict(rows, {k: p["conf"] for k, p in pops.items()}, ref["conf"]),
+             "figures": figure_data(rows, pops)}
     (path / "leaderboard.json").write_text(json.dumps(board, indent=2))
     return path

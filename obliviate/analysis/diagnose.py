@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..board import ROLE_TAGS, interval
 from ..errors import UserError
 from ..metrics.regime import board_verdict
 from ..metrics.projection import CONFIDENCE, DRAWS, PROJECT_N, project_forgetting_quality, retrained_std, spread_and_gap
-from .run import Run, load_run
+from ..report.run import Run, load_run
 
 KEYS = ("method", "role", "n_models", "forgetting_quality", "forgetting_quality_ci", "spread_ratio", "location_gap",
         "retrained_std", "forget_acc", "retrained_forget_acc", "projected_forgetting_quality",
@@ -72,7 +73,7 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
 
 
 def _ci(x) -> str:
-    return f"{x[0]:.4f}–{x[1]:.4f}" if x else ""
+    return interval(x, missing="")
 
 
 def diagnose_table(result: dict):
@@ -88,7 +89,7 @@ def diagnose_table(result: dict):
     for c in ("method", "spread ratio", "location gap", "retrained std", "forget acc / retrained", f"F at {n}",
               f"F at {pn}, projected (interval)"):
         t.add_column(c, justify="left" if c == "method" else "right", no_wrap=True)
-    label = {"ceiling": " (ceiling)", "floor": " (floor)"}
+    label = ROLE_TAGS
     for r in result["rows"]:
         rf = r["retrained_forget_acc"]
         t.add_row(r["method"] + label.get(r["role"], ""), f"{r['spread_ratio']:.2f}", f"{r['location_gap']:+.2f}",
