@@ -58,7 +58,7 @@ def run(preset: str = "digits", methods=("finetune",), n_models: int | None = No
     config.setdefault("quiet", True)
     progress = None
     if not config["quiet"]:
-        from .cli import RichProgress
+        from .progress import RichProgress
         progress = RichProgress()
     board, _ = run_protocol(RunConfig(preset=preset, methods=names, n_models=n_models, **config), progress=progress)
     return board

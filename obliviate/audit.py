@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from .report.plots import new_figure, render
-from .report.render import _code
+from .report.render import code_html as _code
 from .version import __version__
 
 
@@ -86,9 +86,8 @@ def loss_figure(before: dict, after: dict, retrained: dict | None = None) -> byt
 
 
 def _report_css() -> str:
-    # the report's stylesheet is a constant inside render._html (no module-level name yet; docs/unlearn.md)
-    from .report import render as r
-    return next((c for c in r._html.__code__.co_consts if isinstance(c, str) and "main{max-width" in c), "")
+    from .report.render import CSS
+    return CSS
 
 
 def _row(cells, head: bool = False) -> str:

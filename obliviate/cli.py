@@ -18,37 +18,9 @@ from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The NeurIPS 2023 Machine Unlearning Challenge: benchmark, official metric, method zoo.")
-# markup off: everything printed quotes user input, method names and commands verbatim (with markup on, rich
-# swallowed "[over budget]" from the piped table and "[tune]" from pip install 'obliviate[tune]'); style= colours
-console = Console(width=None if sys.stdout.isatty() else 140, markup=False)   # pipes and CI get full columns
+from .progress import RichProgress, console  # noqa: F401  (console: the terminal every command prints to)
+
 err = Console(stderr=True, markup=False)
-
-
-class RichProgress:
-    def __init__(self):
-        self.p = None
-
-    def note(self, text):
-        console.print(text, style="dim")
-
-    def start(self, total, what):
-        if total == 0:
-            console.print("everything is cached: nothing to compute", style="dim")
-            return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)    # lazy, as Table: a cached rerun shows no bar
-        self.p = Progress(TextColumn("{task.description:<22}", markup=False), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
-        self.p.start()
-        self.task = self.p.add_task(f"models ({what})", total=total)
-
-    def advance(self, k, name):
-        if self.p:
-            self.p.update(self.task, advance=k, description=name[:22])
-
-    def stop(self):
-        if self.p:
-            self.p.stop()
 
 
 def parse_hp(items) -> dict:

@@ -26,7 +26,7 @@ from .data import Splits, load_source, make_splits
 from .errors import UserError
 from .metrics.resample import check_confidence
 from .methods import canonical_name, expand_method_names, get_method
-from .models import MODELS
+from .models import MODELS, build_model
 from .presets import Preset, get_preset
 from . import seeds
 from .seeds import member_seed  # noqa: F401  (execute, tune and studies read it from here)
@@ -87,6 +87,8 @@ class Population:
     hparams: dict = field(default_factory=dict)
     code: str = ""            # fingerprint of the code a method runs: editing it invalidates its cache
     members: tuple = ()       # kind=kit: the kit's members [start, stop)
+    place: int | None = None  # a winner's place in the challenge
+    note: str | None = None   # what a layer-choosing winner becomes on this preset's model (None: as designed)
 
 
 @dataclass
@@ -118,8 +120,12 @@ def model_spec(preset: Preset) -> dict:
 
 def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
     """One Population per requested method: names expanded, hyperparameters resolved (the chosen reading, then
-    tuned values, then --hp overrides), and the code fingerprint that goes into every key."""
-    tuned = (store or Store(cfg.cache or default_cache())).load_hp_preset(cfg.hp_preset, cfg.preset) if cfg.hp_preset else {}
+    tuned values, then --hp overrides), the code fingerprint that goes into every key, and the method's facts
+    the board shows (its place in the challenge, what it becomes on this preset's model). Tuned values
+    (--hp-preset) are read from `store`, which the caller passes."""
+    if cfg.hp_preset and store is None:
+        raise ValueError("method_populations: --hp-preset values are read from a store; pass the run's store")
+    tuned = store.load_hp_preset(cfg.hp_preset, cfg.preset) if cfg.hp_preset else {}
     names = expand_method_names(cfg.methods)      # "all", "winners", comma lists, aliases -> canonical names
     used, pops = set(), []
     for name in names:
@@ -131,7 +137,7 @@ def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
                 mine[hk] = v; used.add(k)
         hp = method.resolve(mine)
         pops.append(Population(method.name, "method", "unlearn", seeds.UNLEARN, method=name, hparams=hp,
-                               code=code_fingerprint(method)))   # the method's code and what it runs on
+                               code=code_fingerprint(method), place=method.place))   # its code and what it runs on
     unused = [k for k in cfg.hp if k not in used]
     if unused:
         raise UserError(f"--hp {unused[0]} matches no hyperparameter of the chosen methods: run "
@@ -163,10 +169,11 @@ def validate(cfg: RunConfig):
     return preset, n, resolve_device(cfg.device)
 
 
-def prepare(cfg: RunConfig):
-    """Validate, resolve the methods and load the splits: (preset, n, device, method populations, splits)."""
+def prepare(cfg: RunConfig, store: Store | None = None):
+    """Validate, resolve the methods and load the splits: (preset, n, device, method populations, splits).
+    `store`: where --hp-preset values are read (default: the run's cache)."""
     preset, n, device = validate(cfg)
-    pops = method_populations(cfg)
+    pops = method_populations(cfg, store or (Store(cfg.cache or default_cache()) if cfg.hp_preset else None))
     raw = load_source(preset.source, path=cfg.data, **preset.source_kwargs)
     if preset.frames:                                # identities of near-duplicate frames (data/frames.py)
         from .data.frames import base_images_needed, with_frames
@@ -251,7 +258,10 @@ def choose_kit(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.dev
 
 def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
     """The whole job graph and its keys; `jobs` holds only the chunks the store does not have yet."""
-    preset, n, device, method_pops, splits = prepare(cfg)
+    preset, n, device, method_pops, splits = prepare(cfg, store)
+    layers = build_model(preset.model, splits.in_shape, splits.num_classes, seed=0, **preset.model_kwargs)
+    for pop in method_pops:                     # what a layer-choosing winner becomes on this model
+        pop.note = get_method(pop.method).degenerate_on(layers, pop.hparams)
     kit, kit_notes = choose_kit(cfg, preset, splits, device, n)
     train_code = training_code(preset)          # read once: it hashes ~20 source files
     okey = (content_key({"kit_original": kit.record["original"]["weights_sha256"]}) if kit else

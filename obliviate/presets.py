@@ -81,7 +81,6 @@ class Preset:
         d["model_kwargs"], d["source_kwargs"] = _jsonable(d["model_kwargs"]), _jsonable(d["source_kwargs"])
         return d
 
-    describe = to_dict
 
     def to_toml(self) -> str:
         """The record as a TOML file that `load_preset` reads back into an equal record."""

@@ -24,10 +24,8 @@ from .metrics import challenge_score
 from .metrics.challenge import best_attack, example_epsilons
 from .metrics import resample
 from .metrics.extra import row_metrics
-from .metrics.projection import PROJECT_N, project_forgetting_quality, spread_and_gap
+from .metrics.projection import PROJECT_N, project_forgetting_quality, row_seed, spread_and_gap
 from .metrics.regime import board_verdict
-from .methods import get_method
-from .models import build_model
 from .plan import Plan
 from .store import Store, arrays_digest
 from .training import cost_clock_name
@@ -55,7 +53,7 @@ def projection(store, u: dict, ref: dict, n_to: int, seed: int, name: str, ref_k
 
     def compute():
         point, (lo, hi) = project_forgetting_quality(u["conf"], ref["conf"], n=n_to, draws=PROJECTION_DRAWS,
-                                                     seed=[seed & 0xFFFFFFFF, *name.encode()])
+                                                     seed=row_seed(seed, name))
         return {"projected_n": n_to, "projected_forgetting_quality": point, "projected_forgetting_quality_ci": [lo, hi]}
     return memo(store, "projections", ident, compute)
 
@@ -113,8 +111,6 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
     `run --preset digits -n 64 --method finetune,scrub` went to the intervals, 1.6 s to the extra metrics).
     """
     ref, budget = populations["retrained"], plan.cfg.budget
-    p, splits = plan.preset, plan.splits
-    model = build_model(p.model, splits.in_shape, splits.num_classes, seed=0, **p.model_kwargs)  # layers only
     ref_key = population_key(ref)
     pop_keys = {}
     metrics_code = modules_fingerprint(["obliviate.metrics.extra"])     # F (metrics.challenge) and the extras
@@ -137,9 +133,8 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
                "seconds": float(u["seconds"].sum()), "over_budget": pop.role == "method" and cost > budget,
                "hparams": pop.hparams, "population": f"populations/{pop.name}.npz"}
         if pop.role == "method":     # the challenge's place of a winner; what a layer-choosing winner became here
-            method = get_method(pop.method)
-            row["place"] = method.place
-            row["small_model_note"] = method.degenerate_on(model, pop.hparams)
+            row["place"] = pop.place
+            row["small_model_note"] = pop.note
         row.update({k: v for k, v in figures.items() if k != "forgetting_quality"})
         row["spread_ratio"], row["location_gap"] = spread_and_gap(u["conf"], ref["conf"])
         rows.append(row)
@@ -218,7 +213,7 @@ def score(plan: Plan, populations: dict, clock: dict, workers: int, t_start: flo
             "n_forget": len(splits.forget), "n_retain": len(splits.retain), "n_test": len(splits.test),
             "hp_preset": cfg.hp_preset, "reading": cfg.reading, "confidence": cfg.confidence,
             "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
-            "preset_record": plan.preset.describe(), "cost_clock_how": clock["how"], "kit": kit_record(plan),
+            "preset_record": plan.preset.to_dict(), "cost_clock_how": clock["how"], "kit": kit_record(plan),
             "regime": board_verdict(rows, {k: p["conf"] for k, p in populations.items()},
                                     populations["retrained"]["conf"]),
             "rows": rows, "figures": figure_data(rows, populations, store)}

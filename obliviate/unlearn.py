@@ -709,7 +709,7 @@ def certificate(pops: dict, name: str, seed: int, confidence: float = 0.95) -> d
     intervals and projections are `run`'s and `diagnose`'s (their draws, their seeds per row name)."""
     from .metrics import challenge_score, forgetting_quality, projection, resample
     from .metrics.mia import simple_mia
-    from .analysis.diagnose import _row_seed
+    from .metrics.projection import row_seed as _row_seed
     r, u = pops["retrained"], pops[name]
     n, pn = len(r["conf"]), projection.PROJECT_N
     f = forgetting_quality(u["conf"], r["conf"])
@@ -743,7 +743,7 @@ def cached_certificate(store, pops: dict, name: str, seed: int) -> dict:
     from .store import arrays_digest
     ident = {"what": "unlearn-certificate", "populations": {k: arrays_digest(v) for k, v in pops.items()},
              "name": name, "seed": seed, "draws": [projection.DRAWS, projection.GROUP_DRAWS, resample.DRAWS],
-             "code": modules_fingerprint(["obliviate.unlearn", "obliviate.analysis.diagnose"])}
+             "code": modules_fingerprint(["obliviate.unlearn", "obliviate.metrics.projection"])}
     return store.memo_json("unlearn-certificate", ident, lambda: certificate(pops, name, seed))
 
 

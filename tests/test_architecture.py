@@ -85,3 +85,64 @@ def test_the_run_flows_one_way():
     for i, stage in enumerate(stages):        # no stage imports a later one
         assert not g[stage] & set(stages[i + 1:]), (stage, g[stage] & set(stages[i + 1:]))
     assert {"obliviate.plan", "obliviate.execute", "obliviate.score", "obliviate.write"} <= g["obliviate.runner"]
+
+
+# --- one-way data flow: what each part may import ------------------------------------------------------------
+def _imports_of(prefixes: tuple, graph=None) -> dict:
+    g = graph or import_graph()
+    return {m: deps for m, deps in g.items() if m.startswith(prefixes)}
+
+
+def bad_edges(graph: dict) -> list[str]:
+    """The rules the package keeps, as violations found in `graph` ({module: imported modules}):
+    the library never imports its command-line front end; write and the report only read a board (nothing
+    from obliviate.metrics or obliviate.analysis, nor the stages before them); score builds no model and asks
+    no method registry (the plan carries each method's facts); the runner composes the stages and computes
+    nothing itself (no metrics, training or models)."""
+    out = []
+    for m, deps in graph.items():
+        if m != "obliviate.cli" and "obliviate.cli" in deps:
+            out.append(f"{m} imports the CLI")
+        if m == "obliviate.write" or m.startswith("obliviate.report"):
+            for d in deps:
+                if d.startswith(("obliviate.metrics", "obliviate.analysis", "obliviate.score", "obliviate.execute",
+                                 "obliviate.plan", "obliviate.training")):
+                    out.append(f"{m} imports {d}: the report and write only read a board")
+        if m == "obliviate.score":
+            for d in deps:
+                if d.startswith(("obliviate.models", "obliviate.methods", "obliviate.execute")):
+                    out.append(f"score imports {d}: scoring builds no model and asks no registry")
+        if m == "obliviate.runner":
+            for d in deps:
+                if d.startswith(("obliviate.metrics", "obliviate.training", "obliviate.models")):
+                    out.append(f"runner imports {d}: it only composes plan, execute, score and write")
+    return out
+
+
+def test_the_data_flow_rules_hold():
+    assert bad_edges(import_graph()) == []
+
+
+def test_each_data_flow_rule_catches_its_break():
+    """Break each rule once on the real graph: the check must name it."""
+    g = import_graph()
+    for module, dep, words in [("obliviate.api", "obliviate.cli", "imports the CLI"),
+                               ("obliviate.write", "obliviate.metrics.challenge", "only read a board"),
+                               ("obliviate.report.render", "obliviate.metrics.extra", "only read a board"),
+                               ("obliviate.report.render", "obliviate.analysis.significance", "only read a board"),
+                               ("obliviate.score", "obliviate.models.registry", "builds no model"),
+                               ("obliviate.score", "obliviate.methods.registry", "builds no model"),
+                               ("obliviate.runner", "obliviate.training", "only composes")]:
+        broken = {k: set(v) for k, v in g.items()}
+        broken[module].add(dep)
+        assert any(words in e for e in bad_edges(broken)), (module, dep)
+
+
+def test_the_plan_never_opens_a_store_of_its_own():
+    """plan_run is given the run's store; method_populations reads tuned values only from the store it is passed."""
+    tree = ast.parse((PKG / "plan.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Store"]
+    # prepare() opens the run's cache for --hp-preset when called alone (obliviate data, tune), and only then
+    assert len(calls) == 1
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "prepare")
+    assert calls[0] in list(ast.walk(fn))

@@ -8,17 +8,13 @@ import numpy as np
 from ..board import ROLE_TAGS, interval
 from ..errors import UserError
 from ..metrics.regime import board_verdict
-from ..metrics.projection import CONFIDENCE, DRAWS, PROJECT_N, project_forgetting_quality, retrained_std, spread_and_gap
+from ..metrics.projection import (CONFIDENCE, DRAWS, PROJECT_N, project_forgetting_quality, retrained_std,
+                                   row_seed, spread_and_gap)
 from ..report.run import Run, load_run
 
 KEYS = ("method", "role", "n_models", "forgetting_quality", "forgetting_quality_ci", "spread_ratio", "location_gap",
         "retrained_std", "forget_acc", "retrained_forget_acc", "projected_forgetting_quality",
         "projected_forgetting_quality_ci")
-
-
-def _row_seed(seed: int, name: str) -> list[int]:
-    """A seed per (run seed, row name): a row's projection does not depend on which other rows exist."""
-    return [seed & 0xFFFFFFFF, *name.encode()]
 
 
 def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confidence: float = CONFIDENCE,
@@ -53,7 +49,7 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
         conf = run.row_population(row)["conf"]
         ratio, gap = spread_and_gap(conf, ref["conf"])
         point, (lo, hi) = project_forgetting_quality(conf, ref["conf"], n=project_n, draws=draws,
-                                                     seed=_row_seed(seed, row["method"]), confidence=confidence)
+                                                     seed=row_seed(seed, row["method"]), confidence=confidence)
         rows.append({"method": row["method"], "role": row["role"], "n_models": int(conf.shape[0]),
                      "forgetting_quality": row["forgetting_quality"],
                      "forgetting_quality_ci": row.get("forgetting_quality_ci"),
@@ -64,7 +60,7 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
     # The metric's ceiling depends on the confidences' scale (docs/projection.md: ~0.19 at retrained std 1, ~0.09 at
     # 0.3), so a row is read against this, and a run without an oracle row (`run --no-bounds`) still has one.
     point, (lo, hi) = project_forgetting_quality(ref["conf"], ref["conf"], n=project_n, draws=draws,
-                                                 seed=_row_seed(seed, "retrained"), confidence=confidence)
+                                                 seed=row_seed(seed, "retrained"), confidence=confidence)
     verdict = board_verdict(run.rows, {r["method"]: run.row_population(r)["conf"] for r in run.rows
                                        if r["role"] == "method"}, ref["conf"])
     return {"run": str(run.path), "n_models": int(ref["conf"].shape[0]), "project_n": project_n, "draws": draws,

@@ -71,7 +71,7 @@ class Method:
 # How a winner's method is read where its write-up and its notebook disagree (docs/methods.md, "Two readings"):
 # "notebook" is the code Kaggle ran and scored, as xcadet/deepunlearn ported it; "write-up" is the team's own
 # description, whose values the signatures hold. On `w16` at N = 128 the two readings of `kookmin` and
-# `seif` scored 0.0025 vs 0.085 and 0.0005 vs 0.106 (docs/studies/regime.md, post hoc).
+# `seif` scored 0.0025 vs 0.085 and 0.0005 vs 0.106 (docs/studies/posthoc-port-readings.md).
 READINGS = ("write-up", "notebook")
 
 METHODS: dict[str, Method] = {}     # canonical name -> Method (one entry per method: aliases are not keys)

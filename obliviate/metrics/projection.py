@@ -49,6 +49,11 @@ def _stds(conf: np.ndarray) -> np.ndarray:
     return s
 
 
+def row_seed(seed: int, name: str) -> list[int]:
+    """A projection's seed per (run seed, row name): a row's projection does not depend on which other rows exist."""
+    return [seed & 0xFFFFFFFF, *name.encode()]
+
+
 def spread_and_gap(conf_u: np.ndarray, conf_ref: np.ndarray) -> tuple[float, float]:
     """(spread ratio, location gap) of a row against the retrained models; conf: [models, forget examples].
     Per forget example: std(row) / std(retrained) and (median row - median retrained) / std(retrained), over

@@ -18,6 +18,30 @@ from ..board import ROLE_ORDER, interval, kit_sentence, regime_sentence, row_lab
 from .run import Run, load_run, num, over_budget
 
 FILES_DIR = "report_files"
+CSS = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d1f23;line-height:1.45}
+main{max-width:1320px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:26px;margin:0 0 6px}h2{font-size:20px;margin:34px 0 8px;border-bottom:2px solid #e3e6ea;padding-bottom:4px}
+.meta{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:14px;color:#444;margin:6px 0 12px}
+.meta b{color:#1d1f23}
+nav{font-size:14px;margin:8px 0 4px}nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:13.5px;width:100%}
+th,td{padding:5px 7px;border-bottom:1px solid #e3e6ea;text-align:right;white-space:nowrap}
+th{background:#eef1f5;font-weight:600;white-space:normal;vertical-align:bottom}
+td.name,th.name,td.text,th.text{text-align:left}td.text{white-space:normal}
+tr.ceiling td{background:#eaf6ea}tr.floor td{background:#f1f1f1;color:#555}
+tr.over td{background:#fdecea}tr.over td.name{color:#b3261e}
+.badge{display:inline-block;font-size:11px;font-weight:700;padding:1px 6px;border-radius:8px;margin-left:6px;
+ letter-spacing:.02em}
+.b-ceiling{background:#2ca02c;color:#fff}.b-floor{background:#7f7f7f;color:#fff}.b-over{background:#d62728;color:#fff}
+.note{font-size:13px;color:#555;margin:6px 0}
+figure{margin:12px 0 4px}figure img{width:100%;max-width:1200px;height:auto;display:block;margin:0 auto}
+figcaption{font-size:14px;color:#333;margin-top:6px}
+details{margin:10px 0;font-size:14px}code{font-size:13px;background:#f1f3f6;padding:0 3px;border-radius:3px}
+table.gloss td{white-space:normal;text-align:left;vertical-align:top}table.gloss td:first-child{white-space:nowrap}
+footer{margin-top:36px;font-size:12px;color:#777}
+"""   # the report's stylesheet (the audit page uses it too)
 
 # (key, header, formatter); "–" for missing values
 def _f(d):
@@ -191,7 +215,7 @@ FIG_TEXT = {
 }
 
 
-def _code(text: str) -> str:
+def code_html(text: str) -> str:
     """HTML-escape, and turn `backticked` spans into <code>."""
     parts = html.escape(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
@@ -199,34 +223,10 @@ def _code(text: str) -> str:
 
 def _html(run, rows, meta, figs, fig_alt, example_caption, glossary) -> str:
     e = html.escape
-    css = """
-body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d1f23;line-height:1.45}
-main{max-width:1320px;margin:0 auto;padding:24px 32px 48px;background:#fff}
-h1{font-size:26px;margin:0 0 6px}h2{font-size:20px;margin:34px 0 8px;border-bottom:2px solid #e3e6ea;padding-bottom:4px}
-.meta{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:14px;color:#444;margin:6px 0 12px}
-.meta b{color:#1d1f23}
-nav{font-size:14px;margin:8px 0 4px}nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
-.scroll{overflow-x:auto}
-table{border-collapse:collapse;font-size:13.5px;width:100%}
-th,td{padding:5px 7px;border-bottom:1px solid #e3e6ea;text-align:right;white-space:nowrap}
-th{background:#eef1f5;font-weight:600;white-space:normal;vertical-align:bottom}
-td.name,th.name,td.text,th.text{text-align:left}td.text{white-space:normal}
-tr.ceiling td{background:#eaf6ea}tr.floor td{background:#f1f1f1;color:#555}
-tr.over td{background:#fdecea}tr.over td.name{color:#b3261e}
-.badge{display:inline-block;font-size:11px;font-weight:700;padding:1px 6px;border-radius:8px;margin-left:6px;
- letter-spacing:.02em}
-.b-ceiling{background:#2ca02c;color:#fff}.b-floor{background:#7f7f7f;color:#fff}.b-over{background:#d62728;color:#fff}
-.note{font-size:13px;color:#555;margin:6px 0}
-figure{margin:12px 0 4px}figure img{width:100%;max-width:1200px;height:auto;display:block;margin:0 auto}
-figcaption{font-size:14px;color:#333;margin-top:6px}
-details{margin:10px 0;font-size:14px}code{font-size:13px;background:#f1f3f6;padding:0 3px;border-radius:3px}
-table.gloss td{white-space:normal;text-align:left;vertical-align:top}table.gloss td:first-child{white-space:nowrap}
-footer{margin-top:36px;font-size:12px;color:#777}
-"""
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>obliviate report: {e(str(run.board.get('preset', run.name)))}</title>",
-           f"<style>{css}</style>", "</head>", "<body>", "<main>",
+           f"<style>{CSS}</style>", "</head>", "<body>", "<main>",
            f"<h1>Unlearning leaderboard: {e(str(run.board.get('preset', run.name)))}</h1>",
            '<div class="meta">' + "".join(f"<span>{e(k)}: <b>{e(v)}</b></span>" for k, v in meta) + "</div>",
            f'<p class="regime"><b>{e(regime_sentence(run.board))}</b></p>'
@@ -281,8 +281,8 @@ footer{margin-top:36px;font-size:12px;color:#777}
     out += ['<section id="glossary">', "<h2>Glossary</h2>", '<table class="gloss"><thead><tr>'
             '<th class="name">metric</th><th class="text">formula</th><th class="text">direction</th>'
             '<th class="text">ideal</th></tr></thead><tbody>']
-    out += [f"<tr><td><code>{e(g['name'])}</code></td><td>{_code(g['formula'])}</td><td>{e(g['direction'])}</td>"
-            f"<td>{_code(g['ideal'])}</td></tr>" for g in glossary]
+    out += [f"<tr><td><code>{e(g['name'])}</code></td><td>{code_html(g['formula'])}</td><td>{e(g['direction'])}</td>"
+            f"<td>{code_html(g['ideal'])}</td></tr>" for g in glossary]
     out += ["</tbody></table>", "</section>",
             f"<footer>Written by obliviate {e(__version__)} from {e(run.board.get('run') or run.path.name)}/leaderboard.json and "
             f"populations/*.npz. Self-contained: figures are embedded PNG images.</footer>",
