@@ -15,6 +15,9 @@ from rich.console import Console
 from rich.text import Text
 
 from .errors import UserError
+from .config import RunConfig
+
+DEFAULT = RunConfig()   # every option's default is RunConfig's: one place for each
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The NeurIPS 2023 Machine Unlearning Challenge: benchmark, official metric, method zoo.")
@@ -61,27 +64,29 @@ def leaderboard_table(board: dict) -> Table:
 
 
 @app.command()
-def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fashion, ...) or path/to/preset.toml"),
-        method: List[str] = typer.Option(["finetune"], "--method", "-m",
+def run(preset: str = typer.Option(DEFAULT.preset, help="a built-in (smoke, digits, fashion, ...) or path/to/preset.toml"),
+        method: List[str] = typer.Option(DEFAULT.methods, "--method", "-m",
                                          help="registered name, a,b,c, all, or path/to/file.py:function"),
         forget: Optional[str] = typer.Option(None, help="groups:K | random:FRACTION | class:C (default: preset's)"),
         n_models: Optional[int] = typer.Option(None, "--n-models", "-n", help="population size (challenge: 512)"),
-        seed: int = typer.Option(0),
-        device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+        seed: int = typer.Option(DEFAULT.seed),
+        device: str = typer.Option(DEFAULT.device, help="auto | cpu | cuda | mps"),
         out: Optional[Path] = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
         cache: Optional[Path] = typer.Option(None, help="artifact cache (default ~/.cache/obliviate)"),
         data: Optional[Path] = typer.Option(None, help="data path for cifar10 / manifest / fashion"),
         hp: List[str] = typer.Option([], "--hp", help="override a hyperparameter: name=value or method.name=value"),
-        executor: str = typer.Option("local", help="local | ray"),
+        executor: str = typer.Option(DEFAULT.executor, help="local | ray"),
         workers: Optional[int] = typer.Option(None, help="local executor processes (default: one per core "
                                                            "for small CPU models at N >= 32)"),
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)"),
-        budget: float = typer.Option(0.2, help="compute budget per unlearning run, as a fraction of one retraining"),
-        confidence: float = typer.Option(0.95, help="interval level of F, score and ranks (docs/intervals.md)"),
+        budget: float = typer.Option(DEFAULT.budget, help="compute budget per unlearning run, as a fraction of one "
+                                                          "retraining"),
+        confidence: float = typer.Option(DEFAULT.confidence, help="interval level of F, score and ranks "
+                                                                  "(docs/intervals.md)"),
         hp_preset: Optional[str] = typer.Option(None, "--hp-preset", help="hyperparameters saved by `tune`"),
-        reading: str = typer.Option("notebook", help="where a winner's Kaggle notebook and its write-up disagree: "
+        reading: str = typer.Option(DEFAULT.reading, help="where a winner's Kaggle notebook and its write-up disagree: "
                                                      "notebook (the code Kaggle scored) | write-up"),
-        kit: Optional[str] = typer.Option("auto", help="reference kit: auto (an installed kit that fits), a kit's "
+        kit: Optional[str] = typer.Option(DEFAULT.kit, help="reference kit: auto (an installed kit that fits), a kit's "
                                                        "name or folder; --no-kit trains the reference here"),
         no_kit: bool = typer.Option(False, "--no-kit", help="train the original and the reference here"),
         report: bool = typer.Option(True, "--report/--no-report", help="write report.html at the end"),
@@ -110,14 +115,14 @@ def run(preset: str = typer.Option("digits", help="a built-in (smoke, digits, fa
 @app.command()
 def tune(method: str = typer.Option(..., "--method", "-m", help="a registered method"),
          trials: int = typer.Option(20, help="Optuna trials (trial 0 = the published defaults)"),
-         preset: str = typer.Option("digits"), n_models: Optional[int] = typer.Option(None, "--n-models", "-n"),
+         preset: str = typer.Option(DEFAULT.preset), n_models: Optional[int] = typer.Option(None, "--n-models", "-n"),
          name: str = typer.Option("tuned", help="save the best values as this hyperparameter preset"),
          space: List[str] = typer.Option([], "--space", help="name=low:high search bounds"),
-         budget: float = typer.Option(0.2, help="trials costing more than this fraction of one retraining are "
+         budget: float = typer.Option(DEFAULT.budget, help="trials costing more than this fraction of one retraining are "
                                                 "infeasible (the challenge's rule); inf to tune the score alone"),
-         seed: int = typer.Option(0), device: str = typer.Option("auto"),
+         seed: int = typer.Option(DEFAULT.seed), device: str = typer.Option(DEFAULT.device),
          cache: Optional[Path] = typer.Option(None), data: Optional[Path] = typer.Option(None),
-         reading: str = typer.Option("notebook", help="tune a winner as its notebook or its write-up reads it "
+         reading: str = typer.Option(DEFAULT.reading, help="tune a winner as its notebook or its write-up reads it "
                                                       "(saved with the tuned values)"),
          quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Tune a method's hyperparameters on a tuning forget set (identities disjoint from the evaluation one)."""
@@ -175,8 +180,8 @@ def methods():
 
 
 @app.command()
-def data(preset: str = typer.Option("digits"), forget: Optional[str] = typer.Option(None),
-         seed: int = typer.Option(0), data: Optional[Path] = typer.Option(None)):
+def data(preset: str = typer.Option(DEFAULT.preset), forget: Optional[str] = typer.Option(None),
+         seed: int = typer.Option(DEFAULT.seed), data: Optional[Path] = typer.Option(None)):
     """Show a preset's splits: sizes of retain, forget, val and test."""
     from .runner import RunConfig, prepare
     p, n, device, _, s = prepare(RunConfig(preset=preset, forget=forget, seed=seed, data=str(data) if data else None,

@@ -26,6 +26,7 @@ from .models import build_model
 from .plan import Job, Plan, member_seed
 from .presets import Preset
 from .protocol import EVAL_ARRAYS as ARRAYS, evaluate, harness_net, unlearn_once
+from .settings import RUN
 from .store import Store
 from .training import resolve_device, timed, train_model
 
@@ -94,8 +95,7 @@ def run_job_safe(ctx: Context, job: Job):
         return {"__error__": str(e)}
 
 
-WARMUP_BATCHES = 8   # measured: a digits MLP's first training in a fresh process takes 1.75 s, later ones 0.22 s
-                     # (fashion CNN 2.9 s vs 1.95 s); 8 throwaway batches first make the timing the warm one
+WARMUP_BATCHES = RUN["warmup_batches"]
 
 
 def warm_up(preset: Preset, splits: Splits) -> None:
@@ -140,7 +140,7 @@ def ensure_warm(preset: Preset, splits: Splits, device) -> None:
 
 
 # --- executors ------------------------------------------------------------------------------------------
-POOL_MIN_MODELS = 32     # auto workers: below this many models per population, spawning (~2 s each) doesn't pay
+POOL_MIN_MODELS = RUN["pool_min_models"]
 
 
 def auto_workers(ctx: Context, n_models: int, n_jobs: int) -> int:
@@ -239,7 +239,7 @@ def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]
     return store.load_weights(plan.original_key)
 
 
-CLOCK_EPOCHS = 1   # a kit-backed run times this many epochs of one retraining here and scales to the recipe's
+CLOCK_EPOCHS = RUN["clock_epochs"]
 
 
 def cost_unit(plan: Plan, store: Store, original_meta: dict) -> dict:

@@ -30,50 +30,19 @@ from .models import MODELS, build_model
 from .presets import Preset, get_preset
 from . import seeds
 from .seeds import member_seed  # noqa: F401  (execute, tune and studies read it from here)
+from .config import RunConfig  # noqa: F401  (the run's options: defined apart, light for the CLI)
+from .settings import RUN
 from .store import Store, content_key, default_cache
 from .training import resolve_device
 
 EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence definition changes
-UNLEARN_CHUNK = 16               # unlearning runs per job (resume granularity; one Ray task)
-MAX_TRAIN_JOB = 64               # at most this many models per training job: the resume unit (the MLP stacks 256)
+UNLEARN_CHUNK = RUN["unlearn_chunk"]
+MAX_TRAIN_JOB = RUN["max_train_job"]
 # bump when how the original's training is timed changes (it is the cost unit), and the same for unlearning
 # runs' timing. Last: 2026-12-03, every training process keeps its freed memory (execute.keep_freed_memory;
 # one-at-a-time ResNet steps ~5% faster), so a cost is never a run timed one way over an original timed the other.
 ORIGINAL_TIMING = "warm-cpu-3"
 UNLEARN_TIMING = "warm-cpu-4"
-
-
-@dataclass
-class RunConfig:
-    preset: str = "digits"
-    methods: list = field(default_factory=lambda: ["finetune"])
-    forget: str | None = None
-    n_models: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    cache: str | None = None
-    data: str | None = None
-    quiet: bool = False
-    hp: dict = field(default_factory=dict)          # name=value or method.name=value overrides
-    executor: str = "local"
-    address: str | None = None
-    budget: float = 0.2                             # the challenge: ~20% of one retraining per run
-    report: bool = True
-    role: str = "eval"                              # "tune": a forget set disjoint from the evaluation one
-    hp_preset: str | None = None                    # a name saved by `obliviate tune`
-    reading: str = "notebook"                       # a winner as its Kaggle notebook ran (the code that earned
-                                                    # its place) or as its "write-up" reads, where they disagree
-    kit: str | None = "auto"                        # "auto": an installed kit that fits this run; a kit's name
-                                                    # or folder; None: train the original and reference here
-    workers: int | None = None                      # local executor processes (None: auto_workers)
-    confidence: float | None = 0.95                 # interval level of F, score, ranks (metrics/resample.py);
-                                                    # None: no intervals
-    pixel_scale: float | None = None                # inputs times this for every model (None: the preset's;
-                                                    # 255: the challenge's 0-255 magnitude)
-    bounds: bool = True                             # train the ceiling (oracle) and floor (original) populations:
-                                                    # 2N of a run's 3N trainings; the methods' F and order
-                                                    # need only the reference
 
 
 @dataclass

@@ -27,9 +27,10 @@ from torch import nn
 
 from .data import Splits, TensorLoader
 from .errors import UserError
+from .settings import RUN
 from .training import make_generator, predict
 
-BATCH_SIZE = 64   # the challenge's loaders
+BATCH_SIZE = RUN["batch_size"]
 EVAL_ARRAYS = ("conf", "loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc", "seconds")   # per model
 
 

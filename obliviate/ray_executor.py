@@ -11,9 +11,10 @@ from __future__ import annotations
 import tempfile
 
 from .errors import UserError
+from .settings import RUN
 
-OBJECT_STORE_BYTES = 256 * 2**20      # the local instance: small, our context is a few MB
-TASKS_PER_GPU = 4                     # a GPU task asks for 1/4 of a GPU: small models share a device
+OBJECT_STORE_BYTES = RUN["ray_object_store"]
+TASKS_PER_GPU = RUN["ray_tasks_per_gpu"]
 
 
 def _task(job_fn, ctx, job, threads):

@@ -27,6 +27,7 @@ from .metrics.extra import row_metrics
 from .metrics.projection import PROJECT_N, project_forgetting_quality, row_seed, spread_and_gap
 from .metrics.regime import board_verdict
 from .plan import Plan
+from .settings import RUN
 from .store import Store, arrays_digest
 from .training import cost_clock_name
 
@@ -42,8 +43,8 @@ def population_key(arrays: dict) -> str:
     return arrays_digest(arrays, sorted(k for k in arrays if k != "seconds"))
 
 
-SMALL_N = 64                 # below this many models a row's F is far above its 512-model value (docs/projection.md)
-PROJECTION_DRAWS = 20        # the board's projections to 512 (diagnose: 50); ~10-25 s a row at N = 64-128
+SMALL_N = RUN["small_n"]
+PROJECTION_DRAWS = RUN["projection_draws"]
 
 
 def projection(store, u: dict, ref: dict, n_to: int, seed: int, name: str, ref_key: str, u_key: str) -> dict:

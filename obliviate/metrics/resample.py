@@ -29,11 +29,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
+from ..settings import RUN
 from .challenge import challenge_score, example_epsilons, points
 
-DRAWS = 200           # half-samples per run: coverage 0.93-0.95 at N = 512 with 100 (docs/intervals.md); 200
-                      # put 5 draws in each 2.5% tail; 17.6 s of CPU for the 19-row digits board at N = 512
-CONFIDENCE = 0.95
+DRAWS = RUN["draws"]
+CONFIDENCE = RUN["confidence"]
 
 
 def check_confidence(confidence: float | None) -> None:
@@ -169,7 +169,7 @@ def annotate_rows(rows: list, populations: dict, reference: str = "retrained", c
 
 # ----------------------------------------------------------------------------- how many models does a question need
 
-STUDY_DRAWS = 100     # subsamples per n in the N-study
+STUDY_DRAWS = RUN["study_draws"]
 
 
 def _avg_ranks(x: np.ndarray) -> np.ndarray:
