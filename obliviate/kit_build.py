@@ -64,6 +64,10 @@ def build_kit(preset: str, n: int, out, *, seed: int = 0, name: str | None = Non
                 raise UserError(f"{out} holds a kit built with another {k}: build into another folder.")
         if verify_files(kit):
             raise UserError(f"{out} is damaged ({verify_files(kit)[0]}): move it away and build again.")
+        moved = behaviour_differs(r["behaviour"], behaviour_check())
+        if moved:
+            raise UserError(f"training's behaviour changed since {out} was started ({moved}): its models would mix "
+                            f"two trainings; build a new kit into another folder.")
         r["n_target"] = max(r["n_target"], n)
     else:
         if out.exists() and any(out.iterdir()):
