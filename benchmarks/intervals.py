@@ -139,7 +139,7 @@ def synthetic_board(n, seed=0):
 
 def timing(args):
     if args.run:
-        from obliviate.report.run import load_run
+        from obliviate.report.folder import load_run
         run = load_run(args.run)
         pops = {"retrained": run.reference()}
         for row in run.rows:

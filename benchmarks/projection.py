@@ -24,7 +24,7 @@ import numpy as np
 
 from obliviate.metrics import forgetting_quality
 from obliviate.metrics.projection import project_forgetting_quality, spread_and_gap
-from obliviate.report.run import load_run
+from obliviate.report.folder import load_run
 
 CELLS = [(1.0, 0.0), (1.0, 0.5), (0.7, 0.3), (0.5, 0.25), (0.14, 1.2), ("mixed", None)]
 

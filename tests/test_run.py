@@ -59,9 +59,9 @@ def test_leaderboard_rows_and_files(smoke_run):
 
 def test_second_run_recomputes_nothing(smoke_run, monkeypatch, tmp_path):
     d, board, _ = smoke_run
-    import obliviate.execute as runner
+    import obliviate.execute as execute_mod
     calls = []
-    monkeypatch.setattr(runner, "run_job_safe", lambda ctx, job: calls.append(job) or {})
+    monkeypatch.setattr(execute_mod, "run_job_safe", lambda ctx, job: calls.append(job) or {})
     again, _ = run(RunConfig(preset="smoke", n_models=6, cache=str(d / "cache"), out=str(tmp_path / "o"),
                              report=False))
     assert calls == []
@@ -227,17 +227,17 @@ def test_warm_up_leaves_the_global_rng_alone():
 def test_each_process_warms_up_once_before_timing_unlearning(tmp_path, monkeypatch):
     # the cost column times training and unlearning runs; a fresh process's first run measured 1.1 s slower than
     # the rest (digits, 7 ms), so every process warms up once, before whichever timed run comes first
-    import obliviate.execute as runner
+    import obliviate.execute as execute_mod
     import obliviate.plan as plan
     calls = []
-    real = runner.warm_up
-    monkeypatch.setattr(runner, "warm_up", lambda p, s: (calls.append(p.name), real(p, s)))
+    real = execute_mod.warm_up
+    monkeypatch.setattr(execute_mod, "warm_up", lambda p, s: (calls.append(p.name), real(p, s)))
     monkeypatch.setattr(plan, "UNLEARN_CHUNK", 2)
     cfg = dict(preset="smoke", n_models=4, workers=1, cache=str(tmp_path / "c"), report=False, quiet=True)
-    monkeypatch.setattr(runner, "_WARM", set())
+    monkeypatch.setattr(execute_mod, "_WARM", set())
     run(RunConfig(methods=["finetune", "neggrad"], out=str(tmp_path / "o1"), **cfg))
     assert calls == ["smoke"]                 # before the original; not again per job (2 methods x 2 chunks)
-    monkeypatch.setattr(runner, "_WARM", set())                        # a fresh process, the original cached:
+    monkeypatch.setattr(execute_mod, "_WARM", set())                        # a fresh process, the original cached:
     run(RunConfig(methods=["scrub"], out=str(tmp_path / "o2"), **cfg))
     assert calls == ["smoke", "smoke"]        # it still warms up before its first unlearning run
 

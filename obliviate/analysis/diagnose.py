@@ -10,7 +10,7 @@ from ..errors import UserError
 from ..metrics.regime import board_verdict
 from ..metrics.projection import (CONFIDENCE, DRAWS, PROJECT_N, project_forgetting_quality, retrained_std,
                                    row_seed, spread_and_gap)
-from ..report.run import Run, load_run
+from ..report.folder import RunFolder, load_run
 
 KEYS = ("method", "role", "n_models", "forgetting_quality", "forgetting_quality_ci", "spread_ratio", "location_gap",
         "retrained_std", "forget_acc", "retrained_forget_acc", "projected_forgetting_quality",
@@ -28,7 +28,7 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
     if draws < 2:
         raise UserError(f"--draws must be at least 2 (got {draws}): the interval is read from their spread; "
                         f"{DRAWS} is the default.")
-    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)      # a loaded Run is read as it is
+    run = run_dir if isinstance(run_dir, RunFolder) else load_run(run_dir)      # a loaded run folder is read as it is
     if not (run.path / "populations" / "retrained.npz").is_file():
         raise UserError(f"{run.path} has no populations/retrained.npz, so there are no per-model confidences to "
                         f"diagnose: re-run `obliviate run` (it writes the populations) and diagnose that folder.")

@@ -16,13 +16,13 @@ from ..board import ROLE_ORDER, ROLE_TAGS, interval
 from ..errors import UserError
 from ..store import atomic_write_bytes
 from ..metrics.resample import CONFIDENCE, STUDY_DRAWS, board_intervals, check_confidence, n_study
-from ..report.run import Run, load_run, num
+from ..report.folder import RunFolder, load_run, num
 
 INTERVAL_KEYS = ("forgetting_quality_ci", "score_ci")
 PAIR_KEYS = ("rank", "rank_ci", "p_beats_baseline", "p_beats_next", "beats_next")
 
 
-def run_populations(run: Run) -> tuple[dict, dict]:
+def run_populations(run: RunFolder) -> tuple[dict, dict]:
     """({"retrained": ref, row name: population, ...}, {row name: role}) of a run."""
     pops = {"retrained": run.reference()}
     for row in run.rows:
@@ -30,7 +30,7 @@ def run_populations(run: Run) -> tuple[dict, dict]:
     return pops, {row["method"]: row["role"] for row in run.rows}
 
 
-def run_intervals(run: Run, confidence: float | None = None, seed: int | None = None) -> dict:
+def run_intervals(run: RunFolder, confidence: float | None = None, seed: int | None = None) -> dict:
     """The run's own interval keys per row when leaderboard.json has them at this confidence; otherwise
     computed from its populations (runs written before intervals existed, or another --confidence)."""
     check_confidence(confidence)

@@ -4,11 +4,11 @@
                                                     (+ its PNG figures in RUN_DIR/report_files/)
     compare_runs(run_dirs, metrics=None, markdown=False) -> str
     metric_glossary(markdown=False) -> list of {name, formula, direction, ideal} (or a Markdown table)
-    load_run(run_dir) -> Run                        the checked leaderboard, populations on demand
+    load_run(run_dir) -> RunFolder                  the checked leaderboard, populations on demand
 """
 from .compare import DEFAULT_METRICS, compare_runs
 from .glossary import metric_glossary
 from .render import write_report
-from .run import Run, load_run
+from .folder import RunFolder, load_run
 
-__all__ = ["write_report", "compare_runs", "metric_glossary", "load_run", "Run", "DEFAULT_METRICS"]
+__all__ = ["write_report", "compare_runs", "metric_glossary", "load_run", "RunFolder", "DEFAULT_METRICS"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..board import ROLE_TAGS
-from .run import load_run, num, over_budget
+from .folder import load_run, num, over_budget
 
 DEFAULT_METRICS = ("forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost")
 

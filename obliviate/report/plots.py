@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .run import num
+from .folder import num
 
 ROLE_STYLE = {  # colour, marker, label suffix
     "method": ("#1f77b4", "o", ""),

@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..store import Store, arrays_digest, atomic_write_bytes, current_umask
 from .glossary import metric_glossary
 from ..board import ROLE_ORDER, interval, kit_sentence, regime_sentence, row_label
-from .run import Run, load_run, num, over_budget
+from .folder import RunFolder, load_run, num, over_budget
 
 FILES_DIR = "report_files"
 CSS = """
@@ -109,7 +109,7 @@ def _replace_dir(target: Path, files: dict) -> None:
 
 # ----------------------------------------------------------------------------- data
 
-def _prepare(run: Run):
+def _prepare(run: RunFolder):
     """Rows in display order with their budget flag; each measured row's population; the reference. The board
     carries every figure (score.py): a board without them is refused, never re-scored."""
     if "figures" not in run.board:
@@ -125,7 +125,7 @@ def _prepare(run: Run):
     return rows, pops, ref
 
 
-def _epsilons(run: Run) -> dict:
+def _epsilons(run: RunFolder) -> dict:
     """Per-row example epsilons (the histograms), as score stored them."""
     return {k: np.asarray(v, dtype=np.float64) for k, v in run.board["figures"]["epsilons"].items()}
 
@@ -155,7 +155,7 @@ def _acc_groups(rows, pops, ref):
 
 # ----------------------------------------------------------------------------- the report
 
-def _meta(board: dict, run: Run, ref) -> list[tuple[str, str]]:
+def _meta(board: dict, run: RunFolder, ref) -> list[tuple[str, str]]:
     items = [("preset", board.get("preset")), ("forget set", board.get("forget")),
              ("models per population", board.get("n_models", ref["conf"].shape[0])),
              ("forget examples", ref["conf"].shape[1]), ("seed", board.get("seed")),
@@ -327,7 +327,7 @@ def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
     return "\n".join(lines)
 
 
-def _figures(run: Run, rows, pops, ref, best) -> dict:
+def _figures(run: RunFolder, rows, pops, ref, best) -> dict:
     """PNG bytes of the report's figures, by name, drawn from the board's figure data and the populations."""
     from . import plots       # matplotlib: imported only when a figure is drawn (a cached report draws none)
 
@@ -347,7 +347,7 @@ def _figures(run: Run, rows, pops, ref, best) -> dict:
     return {k: plots.render(f) for k, f in figures.items()}
 
 
-def _cached_figures(run: Run, rows, pops, ref, best, store: Store | None) -> dict:
+def _cached_figures(run: RunFolder, rows, pops, ref, best, store: Store | None) -> dict:
     """_figures through the store: keyed by what they are drawn from (the rows as displayed, every population's
     contents, the budget), the report's code and matplotlib's version. Measured: drawing and rendering the five
     figures of a 21-row digits board took ~35 s of a 45 s `obliviate report` (cProfile, 2 cores at load 7)."""

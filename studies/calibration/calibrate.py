@@ -32,7 +32,7 @@ from scipy.stats import spearmanr
 from obliviate.errors import UserError
 from obliviate.metrics.projection import spread_and_gap  # noqa: F401  (the diagnostics; also calibrate.spread_and_gap)
 from obliviate.presets import load_preset
-from obliviate.report.run import load_run  # a run folder's reader: one-sentence errors
+from obliviate.report.folder import load_run  # a run folder's reader: one-sentence errors
 from studies.regime.regime import write_block  # the one writer of the study documents' marked tables
 
 HERE = Path(__file__).resolve().parent
@@ -112,7 +112,7 @@ def projected_wall(board: dict, t_original: float, n_to: int, n_methods: int) ->
 
 def candidate_row(cid: str, run, names: list, wall: float, t_original: float, from_empty: bool,
                   load: tuple) -> dict:
-    """The table row of a finished run (`obliviate.report.run.Run`: its leaderboard and populations)."""
+    """The table row of a finished run (`obliviate.report.folder.RunFolder`: its leaderboard and populations)."""
     board = run.board
     by = {r["method"]: r for r in board["rows"]}
     ceiling = next(r for r in board["rows"] if r["role"] == "ceiling")

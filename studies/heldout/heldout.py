@@ -24,7 +24,7 @@ from pathlib import Path
 
 from obliviate.errors import UserError
 from obliviate.analysis.diagnose import diagnose_run
-from obliviate.report.run import load_run
+from obliviate.report.folder import load_run
 from studies.calibration.calibrate import BUDGET, method_names, spearman_interval, spearman_vs_challenge
 from studies.heldout import candidates
 from studies.regime import regime

@@ -17,7 +17,7 @@ FIX = "re-run `obliviate run` to rewrite the run directory"
 
 
 @dataclass
-class Run:
+class RunFolder:
     path: Path
     board: dict
     rows: list
@@ -70,7 +70,7 @@ def _is_num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def load_run(run_dir) -> Run:
+def load_run(run_dir) -> RunFolder:
     """Read and check RUN_DIR/leaderboard.json (populations are loaded on demand)."""
     if run_dir is None or str(run_dir) == "":
         raise UserError("no run directory given: pass the folder `obliviate run` wrote (it holds leaderboard.json).")
@@ -102,7 +102,7 @@ def load_run(run_dir) -> Run:
         for k in ROW_KEYS[2:]:
             if not _is_num(row[k]):
                 raise UserError(f"row {i} ({row['method']!r}) of {lb} has a non-numeric {k} ({row[k]!r}): {FIX}.")
-    return Run(path=path, board=board, rows=board["rows"])
+    return RunFolder(path=path, board=board, rows=board["rows"])
 
 
 def num(x):
