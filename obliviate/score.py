@@ -192,7 +192,7 @@ def kit_record(plan: Plan) -> dict | None:
             "built": r["provenance"].get("updated"), "seed": r["seed"], "device": r["device"],
             "original_sha256": r["original"]["weights_sha256"],
             "isa": sorted({c["isa"] for c in r["reference"]["chunks"]}),
-            "ceiling": next((("kit members " + "-".join(map(str, p.members))) for p in plan.pops
+            "ceiling": next((f"kit members {p.members[0]}-{p.members[1] - 1}" for p in plan.pops
                              if p.role == "ceiling"), "projected from the reference" if plan.cfg.bounds else None),
             "left_out": ["the models trained with the forget set (the kit holds none)"] if plan.cfg.bounds else []}
 

@@ -64,7 +64,7 @@ def test_equal_n_below_the_kit_size_scores_members_0_to_n_and_the_ceiling_from_t
     second, _ = kit.members(8, 16)
     assert np.array_equal(ref["conf"], first["conf"]) and np.array_equal(ceiling["conf"], second["conf"])
     row = _rows(board)["oracle"]
-    assert not row.get("projected") and board["kit"]["ceiling"] == "kit members 8-16"
+    assert not row.get("projected") and board["kit"]["ceiling"] == "kit members 8-15"
     assert board["n_models"] == 8 and board["kit"]["n_reference"] == 16
     # 8 < 64 models: the method row carries its caution and its projection to 512
     ft = _rows(board)["finetune"]
