@@ -224,8 +224,9 @@ def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]
     cached = store.load_weights(plan.original_key)
     if cached is not None:
         return cached
-    if progress: progress.note(f"training the original model ({plan.preset.recipe.epochs} epochs on "
-                               f"{len(plan.splits.train)} examples; cached for every later run)")
+    if progress:
+        progress.note(f"training the original model ({len(plan.splits.train)} examples; cached for every later run)")
+        progress.start(plan.preset.recipe.epochs, "epochs")
     keep_freed_memory()
     p, splits, device, seed = plan.preset, plan.splits, plan.device, plan.cfg.seed
     dsplits = _splits_on(Context(splits, p, {}, plan.cfg.device), device)
@@ -234,7 +235,9 @@ def train_original(plan: Plan, store: Store, progress=None) -> tuple[dict, dict]
     torch.manual_seed(init)
     model = build_model(p.model, splits.in_shape, splits.num_classes, seed=init, **p.model_kwargs).to(device)
     _, secs = timed(device, train_model, model, dsplits.train, p.recipe, splits.num_classes,
-                    member_seed(seed, "original-data", 0), **keep_best(p, dsplits))
+                    member_seed(seed, "original-data", 0), **keep_best(p, dsplits),
+                    on_epoch=(lambda e: progress.advance(1, "original")) if progress else None)
+    if progress: progress.stop()
     store.save_weights(plan.original_key, model.state_dict(), {"seconds": secs})
     return store.load_weights(plan.original_key)
 

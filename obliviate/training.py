@@ -48,13 +48,15 @@ def cosine_lr(base: float, step: int, total: int) -> float:
 
 
 def train_model(model: nn.Module, data: TensorSet, recipe: Recipe, num_classes: int, seed: int, *,
-                val: TensorSet | None = None, keep_best_from_epoch: int | None = None) -> nn.Module:
+                val: TensorSet | None = None, keep_best_from_epoch: int | None = None,
+                on_epoch=None) -> nn.Module:
     """Class-weighted CE, Adam, cosine schedule stepped per batch, fixed epochs. Data order: a TensorLoader
     shuffled by make_generator(seed) (one randperm per epoch, a lone last example folded: `batch_bounds`).
 
     keep_best_from_epoch=e: after every epoch from the e-th (1-based) on, score accuracy on `val`; the model
     returned is the best epoch's (the earliest of ties), as the challenge's organisers kept the
-    best-validation checkpoint (their retrained models' were from epoch 20 or later). None: the last epoch's."""
+    best-validation checkpoint (their retrained models' were from epoch 20 or later). None: the last epoch's.
+    on_epoch(epoch): called after each epoch (progress; it must not touch the model)."""
     check_keep_best(recipe, val, keep_best_from_epoch)
     weight = class_weights(data.y, num_classes).to(data.x.device, data.x.dtype) if recipe.class_weighted else None
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -76,6 +78,8 @@ def train_model(model: nn.Module, data: TensorSet, recipe: Recipe, num_classes: 
             if acc > best_acc:
                 best_acc, best_state = acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
             model.train()
+        if on_epoch is not None:
+            on_epoch(epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval()

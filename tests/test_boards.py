@@ -92,3 +92,17 @@ def test_the_markdown_names_a_write_up_board():
     board = {"preset": "smoke", "forget": "groups:4", "n_models": 8, "seed": 0, "reading": "write-up", "rows": [],
              "retrain_seconds": 1.0, "budget": 0.2, "regime": None}
     assert "winners read by their write-ups" in leaderboard_markdown(board)
+
+
+def test_the_original_s_training_shows_progress(tmp_path):
+    events = []
+
+    class Spy:
+        def note(self, text): events.append(("note", text))
+        def start(self, total, what): events.append(("start", total, what))
+        def advance(self, k, name): events.append(("advance", k, name))
+        def stop(self): events.append(("stop",))
+    run(RunConfig(preset="smoke", n_models=2, kit=None, bounds=False, report=False, confidence=None,
+                  cache=str(tmp_path / "c"), out=str(tmp_path / "o")), progress=Spy())
+    i = events.index(("start", 10, "epochs"))                      # smoke trains 10 epochs
+    assert events[i + 1:i + 11] == [("advance", 1, "original")] * 10 and events[i + 11] == ("stop",)
