@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..board import num  # noqa: F401  (report modules read it from here)
 from ..errors import UserError
 
 ROW_KEYS = ("method", "role", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc")
@@ -105,15 +105,6 @@ def load_run(run_dir) -> RunFolder:
     return RunFolder(path=path, board=board, rows=board["rows"])
 
 
-def num(x):
-    """A finite float or None (JSON null, NaN, bools and strings become None)."""
-    if _is_num(x) and math.isfinite(float(x)):
-        return float(x)
-    return None
-
-
-def over_budget(row: dict, budget) -> bool:
-    if "over_budget" in row:
-        return bool(row["over_budget"])
-    c = num(row.get("cost"))
-    return row.get("role") == "method" and c is not None and budget is not None and c > budget
+def over_budget(row: dict, budget=None) -> bool:
+    """The row's flag as score set it (a row without one is not flagged: the report never re-scores)."""
+    return bool(row.get("over_budget"))
