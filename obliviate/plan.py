@@ -1,10 +1,11 @@
 """Stage 1 of a run, plan: what must exist, and the key each piece is stored under.
 
-    original      one model on the full train set (cached; every unlearning run starts from it)
-    retrained     N models on the retain set: the reference every row is scored against (shared, cached)
-    oracle        N more retrained models scored against `retrained`: the ceiling (a perfect unlearner)
-    original*     N models on the full train set scored against `retrained`: the floor (no unlearning)
+    the original  one model on the full train set (cached, or a kit's; every unlearning run starts from it)
+    retrained     the reference: N models on the retain set, every row is scored against them (cached, or a kit's)
+    oracle        the ceiling: N more retrained models scored against the reference (a perfect unlearner)
+    original      the control row: N models trained with the forget set, no unlearning (role "floor")
     <method>      N unlearning runs of the method from the one original, seeds from the run's seed
+(row and file names; each population's seeds come from its frozen seed label, obliviate/seeds.py)
 
 `plan_run(cfg, store)` validates the config, loads the data, and returns a `Plan`: the populations, cut into
 jobs (chunks of members: the resume unit, one Ray task), each under a content key that covers everything
@@ -50,7 +51,7 @@ class Population:
     name: str                 # row name / file name
     role: str                 # reference | ceiling | floor | method
     kind: str                 # train | unlearn | kit (members read from a reference kit: no job)
-    tag: str                  # seed stream
+    seed_label: str           # the seed stream (obliviate/seeds.py: frozen, apart from the display name)
     on: str = "retain"        # training data for kind=train: retain | train
     method: str | None = None
     hparams: dict = field(default_factory=dict)
@@ -244,7 +245,7 @@ def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
         if pop.kind == "kit":
             continue
         for start in range(0, n, size):
-            seeds = [member_seed(cfg.seed, pop.tag, i) for i in range(start, min(n, start + size))]
+            seeds = [member_seed(cfg.seed, pop.seed_label, i) for i in range(start, min(n, start + size))]
             ident = {"eval": EVAL_VERSION, "splits": splits.key, "seeds": seeds, "device": device.type,
                      **model_spec(preset)}
             ident.update({"on": pop.on, "code": train_code} if pop.kind == "train" else
