@@ -271,6 +271,9 @@ def unlearn(model: str = typer.Option(..., "--model", help="FILE.py:FACTORY, a f
                                                                  "for the challenge's F (cached, resumable)"),
             recipe: Optional[Path] = typer.Option(None, "--recipe", help="TOML: the training recipe of the original (a recipe table: epochs, lr, ...)"),
             cache: Optional[Path] = typer.Option(None, help="artifact cache (default ~/.cache/obliviate)"),
+            workers: Optional[int] = typer.Option(None, help="--reference: local processes (default 1)"),
+            executor: str = typer.Option("local", help="--reference: local | ray"),
+            address: Optional[str] = typer.Option(None, help="--reference on Ray: the cluster's address"),
             quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Unlearn your own model: apply a method to trained weights, write them with an audit of what was forgotten
     (docs/unlearn.md)."""
@@ -278,14 +281,15 @@ def unlearn(model: str = typer.Option(..., "--model", help="FILE.py:FACTORY, a f
     dir_, audit = run_unlearn(model, weights, data, out, method, forget_groups, forget_file, model_kwargs, size,
                               pixel_scale, normalise, parse_hp(hp), hp_preset, reading, seed, device, train_seconds,
                               reference, recipe, cache, progress=None if quiet else RichProgress(),
-                              command="obliviate " + " ".join(sys.argv[1:]))
+                              command="obliviate " + " ".join(sys.argv[1:]), workers=workers, executor=executor,
+                              address=address)
     if not quiet:
         console.print(audit["summary"])
         console.print(f"wrote {dir_}/model.safetensors, audit.json, audit.html")
 
 
 kit_app = typer.Typer(no_args_is_help=True, help="Reference kits: a preset's original and reference population, "
-                                                   "built once and shipped (docs/kits.md).")
+                                                   "built once and shipped (README, \"Presets and the kit\").")
 app.add_typer(kit_app, name="kit")
 
 

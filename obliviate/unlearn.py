@@ -573,8 +573,11 @@ def registered(builder, ident: str):
 
 def _preset(model_name: str, kwargs: dict, recipe, key: str):
     from .presets import Preset, Recipe
+    import torch
+    # this process's thread count, for workers too: fp32 reductions round by the thread count, so a worker on
+    # another count would train other models than the in-process run
     return Preset(name=f"unlearn-{key}", source="manifest", model=model_name, recipe=recipe or Recipe(),
-                  model_kwargs=dict(kwargs), threads=None)
+                  model_kwargs=dict(kwargs), threads=torch.get_num_threads())
 
 
 def _probe(model: nn.Module, splits: Splits, device) -> int:
@@ -660,7 +663,7 @@ def read_recipe(path):
 
 
 def reference(original_state: dict, splits: Splits, preset, pop, n: int, seed: int, device, store, ident: dict,
-              progress=None) -> dict:
+              progress=None, workers: int = 1, executor: str = "local", address: str | None = None) -> dict:
     """Train N models on retain from scratch and run the method N times from the original (member 0: seed `seed`,
     the run written to DIR), each chunk of models a job of execute.run_job stored under a key covering `ident`;
     return the populations {"retrained", pop.name: arrays} and how many models were computed now."""
@@ -689,9 +692,25 @@ def reference(original_state: dict, splits: Splits, preset, pop, n: int, seed: i
     computed = sum(len(j.seeds) for j in jobs)
     if progress: progress.start(computed, f"{len(jobs)} jobs")
     ctx = Context(splits, preset, original_state, str(device))
-    for job in jobs:                                # in this process: the user's model is registered here
-        store.save_arrays("chunks", job.key, run_job(ctx, job))
+
+    def on_result(job, arrays):
+        if "__error__" in arrays:
+            raise UserError(arrays["__error__"])
+        store.save_arrays("chunks", job.key, arrays)
         if progress: progress.advance(len(job.seeds), job.pop.name)
+    if jobs and (workers > 1 or executor != "local"):
+        if not preset.model.startswith("file:"):
+            raise UserError("a model passed from Python runs only in this process: leave workers and the executor "
+                            "unset, or save its factory to a file and use `obliviate unlearn --model FILE.py:FACTORY`.")
+        from .execute import LocalExecutor, run_job_safe
+        if executor == "ray":
+            from .ray_executor import RayExecutor
+            RayExecutor(run_job_safe, address).run(ctx, jobs, on_result)
+        else:
+            LocalExecutor(workers, n).run(ctx, jobs, on_result)
+    else:
+        for job in jobs:                            # in this process
+            on_result(job, run_job(ctx, job))
     if progress: progress.stop()
     out = {}
     for p, _, _ in pops:
@@ -809,7 +828,8 @@ def run_unlearn(model: str, weights, data, out, method: str, forget_groups: str 
                 model_kwargs=None, size: int | None = None, pixel_scale: float = 1.0, normalise: str = "none",
                 hp=None, hp_preset: str | None = None, reading: str | None = None, seed: int = 0,
                 device: str = "auto", train_seconds: float | None = None, n_reference: int = 0, recipe=None,
-                cache=None, progress=None, command: str | None = None) -> tuple[Path, dict]:
+                cache=None, progress=None, command: str | None = None, workers: int | None = None,
+                executor: str = "local", address: str | None = None) -> tuple[Path, dict]:
     """The CLI's work: every input checked before any model runs, then the run, the audit, the folder."""
     from .audit import loss_figure, page
     from .store import Store, default_cache
@@ -847,7 +867,11 @@ def run_unlearn(model: str, weights, data, out, method: str, forget_groups: str 
     weights_in = state_bytes(state)
     ident = {"model": {"file_sha256": sha256(model_bytes), "factory": model.rpartition(":")[2], "kwargs": kwargs},
              "weights_sha256": sha256(weights_in)}
-    with registered(lambda **kw: build(factory, kw, model), content_key(ident["model"])[:16]) as name:
+    # the model by its file, so spawned workers and Ray tasks build it too (models.registry.user_model)
+    name = f"file:{model_file.resolve()}:{model.rpartition(':')[2]}"
+    from .models.registry import MODELS
+    MODELS[name] = lambda in_shape, num_classes, **kw: build(factory, kw, model)   # here: the factory already read
+    try:
         preset = _preset(name, kwargs, rec[0] if rec else None, splits.key)
         dsplits, original = splits.to(dev), original.to(dev)
         res = apply(original, dsplits, meth, pop, seed, dev, preset, progress)
@@ -855,7 +879,8 @@ def run_unlearn(model: str, weights, data, out, method: str, forget_groups: str 
         if rec is not None:
             store = Store(cache or default_cache())
             state = {k: v.cpu() for k, v in original.state_dict().items()}
-            got = reference(state, dsplits, preset, pop, n_reference, seed, dev, store, ident, progress)
+            got = reference(state, dsplits, preset, pop, n_reference, seed, dev, store, ident, progress,
+                            workers=workers or 1, executor=executor, address=address)
             ref_pops = got["populations"]
             cert = cached_certificate(store, ref_pops, pop.name, seed)
             # member 0 of the population is the run written to DIR (same seed, same code): recorded, not assumed
@@ -863,6 +888,8 @@ def run_unlearn(model: str, weights, data, out, method: str, forget_groups: str 
                                                                   res["after"]["conf"]))
             cert.update(recipe=asdict(rec[0]), recipe_file=str(recipe), recipe_sha256=rec[2], cache=str(store.root),
                         models_computed=got["computed"], models_from_cache=got["cached"])
+    finally:
+        MODELS.pop(name, None)
     weights_out = state_bytes(res["model"])
     prep = data_rec.pop("preprocessing")
     provenance = {

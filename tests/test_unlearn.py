@@ -355,3 +355,25 @@ def test_hp_preset_reads_the_values_tune_saved(tmp_path):
         with pytest.raises(UserError, match="hyperparameter preset 'tuned' holds") as e:
             resolve_method("finetune", hp_preset="tuned" + (preset or ""), cache=tmp_path)
         assert phrase in str(e.value)
+
+
+def test_reference_on_two_worker_processes_equals_one_process(case, monkeypatch):
+    """--reference's jobs run on local workers too: spawned processes build the user's model from its file
+    (models.registry.user_model) and every retrained and unlearned model equals the in-process run's."""
+    from obliviate.metrics import projection, resample
+    from obliviate.unlearn import run_unlearn
+    monkeypatch.setattr(projection, "DRAWS", 6)
+    monkeypatch.setattr(projection, "GROUP_DRAWS", 2)
+    monkeypatch.setattr(resample, "DRAWS", 40)
+    audits = {}
+    for workers in (1, 2):
+        kw = {**case.kw, "cache": case.dir / f"ref-cache-w{workers}"}
+        _, audits[workers] = run_unlearn(out=case.dir / f"out-w{workers}", method="finetune", n_reference=4,
+                                         recipe=case.dir / "recipe.toml", workers=workers, **kw)
+    one, two = audits[1]["reference"], audits[2]["reference"]
+    assert one["models_computed"] == two["models_computed"] == 8
+    assert one["forgetting_quality"] == two["forgetting_quality"]
+    timing = ("seconds",)
+    assert {k: v for k, v in one["retrained"].items() if k not in timing} == \
+        {k: v for k, v in two["retrained"].items() if k not in timing}
+    assert one["spread_ratio"] == two["spread_ratio"] and one["location_gap"] == two["location_gap"]

@@ -13,8 +13,27 @@ def register_model(name):
     return deco
 
 
+USER_MODEL = "file:"   # "file:/abs/path.py:factory": a user's model factory (obliviate unlearn), any process
+
+
+def user_model(name: str):
+    """The builder of a "file:PATH.py:FACTORY" model, imported on first use in this process (a spawned worker
+    or a Ray task builds the user's model as the driver does): `factory(**kwargs)`, shapes unused."""
+    if name not in MODELS:
+        import importlib.util
+        path, _, factory = name[len(USER_MODEL):].rpartition(":")
+        spec = importlib.util.spec_from_file_location(f"obliviate_user_model_{abs(hash(path))}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        fn = getattr(module, factory)
+        MODELS[name] = lambda in_shape, num_classes, **kw: fn(**kw)
+    return MODELS[name]
+
+
 def build_model(name: str, in_shape, num_classes: int, seed: int | None = None, **kwargs) -> torch.nn.Module:
     """Build a registered model; with `seed`, its initialisation is a pure function of that seed."""
+    if name.startswith(USER_MODEL):
+        user_model(name)
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}.")
     if seed is None:
