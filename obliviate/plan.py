@@ -149,10 +149,13 @@ def prepare(cfg: RunConfig, store: Store | None = None):
         from .data.frames import base_images_needed, with_frames
         raw = with_frames(raw, preset.frames, base_images_needed(preset.max_train, preset.frames, preset.imbalance,
                                                                  raw.num_classes, len(raw.y)))
+    from .models.layers import norm_layers
+    bn = norm_layers(build_model(preset.model, tuple(raw.x.shape[1:]), raw.num_classes, seed=0,
+                                      **preset.model_kwargs))
     splits = make_splits(raw, cfg.forget or preset.forget, cfg.seed, group_size=preset.group_size,
                          max_train=preset.max_train, role=cfg.role,
                          pixel_scale=cfg.pixel_scale if cfg.pixel_scale is not None else preset.pixel_scale,
-                         imbalance=preset.imbalance)
+                         imbalance=preset.imbalance, no_lone_batch=RUN["batch_size"] if bn else None)
     return preset, n, device, pops, splits
 
 

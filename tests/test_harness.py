@@ -560,3 +560,23 @@ def test_training_never_meets_a_batch_of_one(monkeypatch):
     sizes.clear()
     train_population("resnet18", {"width": 2}, (1, 8, 8), data, recipe, 3, [1, 2], chunk=2)
     assert sizes and min(sizes) > 1
+
+
+def test_a_batchnorm_preset_draws_no_split_that_ends_in_a_batch_of_one():
+    """With BatchNorm (no_lone_batch=64) a retain, forget or val set of 64k + 1 rows gives its last row to test,
+    and the keys say so; without it (the MLP's presets) the split is as drawn, a last batch of one included."""
+    raw = load_source("digits")
+    m = next(m for m in range(150, 400) if len(make_splits(raw, "groups:2", 0, group_size=8,
+                                                           max_train=m).retain) % 64 == 1)
+    plain = make_splits(raw, "groups:2", 0, group_size=8, max_train=m)
+    guarded = make_splits(raw, "groups:2", 0, group_size=8, max_train=m, no_lone_batch=64)
+    assert len(plain.retain) % 64 == 1 and len(guarded.retain) == len(plain.retain) - 1
+    assert len(guarded.test) == len(plain.test) + 1 + (len(plain.val) % 64 == 1) + (len(plain.forget) % 64 == 1)
+    for s in (guarded.retain, guarded.forget, guarded.val):
+        assert len(s) % 64 != 1
+    assert guarded.key != plain.key and guarded.train_key != plain.train_key
+    moved = set(plain.retain.ids.tolist()) - set(guarded.retain.ids.tolist())
+    assert len(moved) == 1 and moved <= set(guarded.test.ids.tolist())
+    # a split with nothing to move is the plain one, keys included (cached models stay valid)
+    ok = make_splits(raw, "groups:2", 0, group_size=8)
+    assert make_splits(raw, "groups:2", 0, group_size=8, no_lone_batch=64).key == ok.key

@@ -151,10 +151,13 @@ def imbalanced(idx: np.ndarray, y: np.ndarray, num_classes: int, ratio: float, r
 
 
 def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, max_train: int | None = None,
-                role: str = "eval", pixel_scale: float = 1.0, imbalance: float = 1.0) -> Splits:
+                role: str = "eval", pixel_scale: float = 1.0, imbalance: float = 1.0,
+                no_lone_batch: int | None = None) -> Splits:
     """Split `raw` into retain/forget/val/test. `role="tune"` picks forget groups disjoint from "eval"'s.
     `pixel_scale` multiplies every split's (standardised) inputs: 255 serves the challenge's magnitude, so a
-    submission written for 0-255 images runs as written, and every model trains and is scored on that scale."""
+    submission written for 0-255 images runs as written, and every model trains and is scored on that scale.
+    `no_lone_batch=B` (models with BatchNorm): a retain, forget or val set of kB + 1 rows gives its last row to
+    test (`_no_lone_rows`), so no loader of batch B a method iterates ends in a batch of one."""
     kind, value, scope, n_scope = _validate(raw, forget, pixel_scale, imbalance)
     rng = _rng("split", raw.name, seed)              # one stream: the split, then the test subsample
     train_idx, val_idx, test_idx = _split_rows(raw, rng)
@@ -178,11 +181,17 @@ def make_splits(raw: RawData, forget: str, seed: int, *, group_size: int = 8, ma
     if in_forget.all():
         raise UserError(f"forget spec {forget!r} selects the whole training set, leaving nothing to retain.")
 
+    moved = ()
+    if no_lone_batch:
+        train_idx, in_forget, val_idx, test_idx, moved = _no_lone_rows(no_lone_batch, train_idx, in_forget, val_idx,
+                                                                      test_idx)
+        groups = groups[np.isin(np.arange(len(groups)), [i for i, _ in moved], invert=True)] if moved else groups
     mean, std = _standardisation(raw.x, train_idx, pixel_scale)
     person = raw.groups.clone()                      # identity per source row; train rows: the groups used above
     person[torch.as_tensor(train_idx, dtype=torch.long)] = torch.as_tensor(groups, dtype=torch.long)
     take = functools.partial(_take, raw, mean, std, person)
-    key, train_key = _cache_keys(raw, forget, seed, group_size, max_train, role, pixel_scale, imbalance)
+    key, train_key = _cache_keys(raw, forget, seed, group_size, max_train, role, pixel_scale, imbalance,
+                                 tuple(int(row) for _, row in moved))
     return Splits(retain=take(train_idx[~in_forget]), forget=take(train_idx[in_forget]), val=take(val_idx),
                   test=take(test_idx), num_classes=raw.num_classes, forget_groups=forget_groups, key=key,
                   train_key=train_key)
@@ -286,14 +295,36 @@ def _take(raw: RawData, mean, std, person: torch.Tensor, idx) -> TensorSet:
     return TensorSet(((raw.x[idx] - mean) / std).contiguous(), raw.y[idx].clone(), idx.clone(), person[idx].clone())
 
 
+def _no_lone_rows(batch: int, train_idx, in_forget, val_idx, test_idx):
+    """Where retain, forget or val holds kB + 1 rows, its last row (by source index) goes to test: BatchNorm in
+    train mode cannot normalise one example on 1x1 maps (ResNet-18's layer4 at 28-32 px), and a method's loader
+    of batch B would end in one. Returns the new (train_idx, in_forget, val_idx, test_idx) and the moved
+    [(train position or -1, source row)]."""
+    moved = []
+    for part in ("retain", "forget"):
+        mask = ~in_forget if part == "retain" else in_forget
+        if mask.sum() % batch == 1 and mask.sum() > 1:
+            pos = int(np.flatnonzero(mask)[-1])
+            moved.append((pos, int(train_idx[pos])))
+    if moved:
+        keep = np.isin(np.arange(len(train_idx)), [p for p, _ in moved], invert=True)
+        test_idx = np.concatenate([test_idx, train_idx[~keep]])
+        train_idx, in_forget = train_idx[keep], in_forget[keep]
+    if len(val_idx) % batch == 1 and len(val_idx) > 1:
+        moved.append((-1, int(val_idx[-1])))
+        test_idx, val_idx = np.concatenate([test_idx, val_idx[-1:]]), val_idx[:-1]
+    return train_idx, in_forget, val_idx, test_idx, moved
+
+
 def _cache_keys(raw: RawData, forget: str, seed: int, group_size: int, max_train, role: str, pixel_scale: float,
-                imbalance: float) -> tuple[str, str]:
+                imbalance: float, moved: tuple = ()) -> tuple[str, str]:
     """(key, train_key): hashes of everything that determined the splits, and of what determined the training
     set (not the forget spec nor the role). Options added after the first keys enter a key only when they are
     not their default, so splits made without them keep their keys, and their cached models."""
     fp = raw.fingerprint()
     options = () if pixel_scale == 1 else (float(pixel_scale),)
     options += () if imbalance == 1 else (("imbalance", float(imbalance)),)
+    options += () if not moved else (("moved to test", moved),)
     key = hashlib.sha256(repr((fp, forget, seed, group_size, max_train, role) + options).encode()).hexdigest()[:16]
     train_key = hashlib.sha256(repr((fp, seed, max_train) + options).encode()).hexdigest()[:16]
     return key, train_key

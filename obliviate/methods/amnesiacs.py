@@ -93,7 +93,7 @@ def amnesiacs(model, retain, forget, val, *, generator,
     warm = warmup_set(val.data, forget.data, warmup_classes)
     opt = sgd(model.parameters(), warmup_lr, momentum, weight_decay)
     for _ in range(warmup_epochs if len(warm) else 0):                           # 2.
-        train_epoch(model, TensorLoader(warm, val.batch_size, True, val.generator), opt, warmup_loss)
+        train_epoch(model, TensorLoader(warm, val.batch_size, True, val.generator, fold_lone=True), opt, warmup_loss)
     opt = sgd(model.parameters(), lr, momentum, weight_decay)
     for epoch in range(epochs):                                                  # 3.
         set_lr(opt, cosine_epoch_lr(lr, epoch, epochs))

@@ -14,8 +14,10 @@ def sgd(params, lr, momentum=0.9, weight_decay=5e-4):
 
 
 def rebatch(loader: TensorLoader, batch_size: int, shuffle: bool = True) -> TensorLoader:
-    """The same data at another batch size, sharing the loader's generator (so the run stays seeded)."""
-    return TensorLoader(loader.data, batch_size, shuffle, loader.generator)
+    """The same data at another batch size, sharing the loader's generator (so the run stays seeded). A method's own
+    loader folds a lone last example into the batch before it (BatchNorm cannot train on one example on 1x1 maps);
+    the loaders a method is handed end as torch's do."""
+    return TensorLoader(loader.data, batch_size, shuffle, loader.generator, fold_lone=True)
 
 
 def cosine_epoch_lr(base: float, epoch: int, epochs: int, eta_min: float = 0.0) -> float:

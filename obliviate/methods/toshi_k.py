@@ -153,9 +153,9 @@ def toshi_k(model, retain, forget, val, *, generator,
     if with_retain:
         data = TensorSet(torch.cat([retain.data.x, fx]), torch.cat([retain.data.y, fy]))
         for _ in range(pseudo_epochs):
-            train_epoch(model, TensorLoader(data, retain.batch_size, True, generator), opt)
+            train_epoch(model, TensorLoader(data, retain.batch_size, True, generator, fold_lone=True), opt)
     elif flag.any():
-        loader = TensorLoader(TensorSet(fx, fy), forget.batch_size, True, generator)
+        loader = TensorLoader(TensorSet(fx, fy), forget.batch_size, True, generator, fold_lone=True)
         for _ in range(pseudo_epochs):
             for xb, yb in loader:
                 model.eval()                                                    # BatchNorm statistics frozen
