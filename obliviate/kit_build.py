@@ -78,6 +78,9 @@ def build_kit(preset: str, n: int, out, *, seed: int = 0, name: str | None = Non
              "provenance": {"command": command, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                             "training_code": training_code(plan.preset)}}
     r["provenance"]["versions"] = _versions()
+    r["provenance"].setdefault("pieces", []).append(      # every piece of the build: its command, start and machine
+        {"command": command, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "isa": isa,
+         "cpu": cpu_name() if dev == "cpu" else isa, "workers": workers or 1})
     if dev == "cpu":
         torch.set_num_threads(plan.preset.threads or torch.get_num_threads())
     if r["original"] is None:
