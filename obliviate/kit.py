@@ -35,7 +35,7 @@ import numpy as np
 from . import seeds
 from .errors import UserError
 from .protocol import EVAL_ARRAYS as ARRAYS
-from .store import load_npz
+from .store import load_npz, tensors_sha256
 
 KIT_FORMAT = 1
 KITS_DIR = Path(__file__).resolve().parent / "kits"
@@ -75,21 +75,13 @@ def training_record(preset) -> dict:
     return json.loads(json.dumps({k: d[k] for k in RESULT_FIELDS}, sort_keys=True))
 
 
-def _sha(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
-        h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
-    return h.hexdigest()
-
-
 def split_identity(splits) -> dict:
     """Digests of what the split is: which source rows are forget/retain/val/test, and the tensors every model
     sees (standardised inputs and labels). Two runs with equal identities train identical models."""
     parts = {"retain": splits.retain, "forget": splits.forget, "val": splits.val, "test": splits.test}
     out = {f"n_{k}": len(d) for k, d in parts.items()}
-    out["rows"] = _sha(*[d.ids for d in parts.values() if d.ids is not None])
-    out["tensors"] = _sha(*[t for d in parts.values() for t in (d.x, d.y)])
+    out["rows"] = tensors_sha256(*[d.ids for d in parts.values() if d.ids is not None])
+    out["tensors"] = tensors_sha256(*[t for d in parts.values() for t in (d.x, d.y)])
     out["num_classes"] = splits.num_classes
     return out
 

@@ -79,6 +79,14 @@ def _picks(eps: np.ndarray) -> list:
     return picks
 
 
+def row_epsilons(store: Store | None, u: dict, ref: dict, u_key: str, ref_key: str) -> list:
+    """A row's per-example epsilons against the reference, computed once (F and the report's figures both read
+    them), cached under the populations' contents and the metric's code."""
+    return memo(store, "epsilons", {"what": "example_epsilons", "unlearned": u_key, "retrained": ref_key,
+                                    "code": modules_fingerprint(["obliviate.metrics.challenge"])},
+                lambda: example_epsilons(u["conf"], ref["conf"]).tolist())
+
+
 def figure_data(rows: list[dict], populations: dict, store: Store | None = None) -> dict:
     """What the report's figures show that only the metric can compute: every measured row's per-example
     epsilons, and for the best row (`best_row`) its forget examples with the highest, median and lowest epsilon
@@ -90,10 +98,7 @@ def figure_data(rows: list[dict], populations: dict, store: Store | None = None)
         if r.get("projected"):
             continue
         u = populations[r["method"]]
-        eps[r["method"]] = memo(store, "epsilons", {"what": "example_epsilons", "unlearned": population_key(u),
-                                                    "retrained": ref_key,
-                                                    "code": modules_fingerprint(["obliviate.metrics.challenge"])},
-                                lambda: example_epsilons(u["conf"], ref["conf"]).tolist())
+        eps[r["method"]] = row_epsilons(store, u, ref, population_key(u), ref_key)
     best = best_row(rows)["method"]
     u = populations[best]["conf"]
     examples = []
@@ -124,7 +129,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
         pop_keys[pop.name] = population_key(u)
         figures = memo(store, "row-metrics", {"what": "row_metrics", "unlearned": pop_keys[pop.name],
                                               "retrained": ref_key, "code": metrics_code, **libs},
-                       lambda: row_metrics(u, ref))
+                       lambda: row_metrics(u, ref, row_epsilons(store, u, ref, pop_keys[pop.name], ref_key)))
         fq = figures["forgetting_quality"]
         cost = {"ceiling": 1.0, "floor": 0.0}.get(pop.role, float(u["seconds"].mean() / retrain_seconds))
         row = {"method": pop.name, "role": pop.role, "forgetting_quality": fq,

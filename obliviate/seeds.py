@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 REFERENCE = "oracle"        # the reference population: every row is scored against it (shipped in kits)
 CEILING = "oracle-b"        # a second retrained population: the ceiling
 WITH_FORGET = "original"    # models trained on the full training set, forget set included
@@ -16,3 +18,8 @@ UNLEARN = "unlearn"         # unlearning runs of every method (from the one orig
 
 def member_seed(seed: int, label: str, i: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{label}/{i}".encode()).digest()[:7], "little")
+
+
+def seeded_rng(*parts) -> np.random.Generator:
+    """A NumPy generator seeded by a label (the splits' and unlearn's draws: one stream per label)."""
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little"))

@@ -40,6 +40,15 @@ def arrays_digest(arrays: dict, keys=None) -> str:
     return h.hexdigest()[:24]
 
 
+def tensors_sha256(*arrays) -> str:
+    """sha256 over arrays' or torch tensors' dtypes, shapes and bytes, in order (a split's or a kit's identity)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
+        h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
+    return h.hexdigest()
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .seeds import REFERENCE, UNLEARN, member_seed
-from .store import content_key
+from .seeds import REFERENCE, UNLEARN, member_seed, seeded_rng as _rng
+from .store import content_key, tensors_sha256
 from .suggest import nearest
 
 TEST_FRACTION = VAL_FRACTION = 0.1                   # drawn test (of all rows) and val (of the retain rows)
@@ -265,10 +265,6 @@ def forget_list(groups: str | None, file) -> tuple[list, dict]:
     return names, rec
 
 
-def _rng(*parts) -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little"))
-
-
 def _unreadable(file, e: Exception) -> UserError:
     return UserError(f"image {file} cannot be read ({type(e).__name__}: {e}): replace it or remove its row.")
 
@@ -313,12 +309,8 @@ def read_images(files: list, size: int | None) -> tuple[torch.Tensor, str]:
 
 
 def _digest(*tensors, chars: int = 16) -> str:
-    """sha256 over the tensors' dtypes, shapes and bytes (its first `chars` hex digits)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        a = np.ascontiguousarray(t.detach().cpu().numpy())
-        h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
-    return h.hexdigest()[:chars]
+    """kit.tensors_sha256 of the tensors, its first `chars` hex digits."""
+    return tensors_sha256(*tensors)[:chars]
 
 
 def _splits(x, y, person, retain, forget, val, test, num_classes, forget_groups=()) -> Splits:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..seeds import seeded_rng as _rng
 from .base import RawData, TensorSet
 
 
@@ -130,11 +131,6 @@ def parse_forget(spec: str) -> tuple[str, float]:
     if kind == "random" and not 0 < value < 1:
         raise UserError(f"forget spec {spec!r} needs a fraction strictly between 0 and 1, e.g. random:0.02.")
     return kind, value
-
-
-def _rng(*parts) -> np.random.Generator:
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def imbalanced(idx: np.ndarray, y: np.ndarray, num_classes: int, ratio: float, rng) -> np.ndarray:

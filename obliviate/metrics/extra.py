@@ -30,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .challenge import forgetting_quality
+from .challenge import forgetting_quality, points
 from .distances import kl_divergence, ks_distance
 from .mia import simple_mia
 
@@ -61,9 +61,13 @@ def extra_metrics(unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, n
     return {k: out[k] for k in EXTRA_KEYS}
 
 
-def row_metrics(unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, np.ndarray]) -> dict:
+def row_metrics(unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, np.ndarray],
+                epsilons=None) -> dict:
     """A leaderboard row's figures that come from the populations alone: F (the official metric, M from the
-    retrained population's size) and the EXTRA_KEYS. The runner caches them under the populations' contents."""
-    return {"forgetting_quality": forgetting_quality(_get(unlearned, "conf", "unlearned"),
-                                                     _get(retrained, "conf", "retrained")),
-            **extra_metrics(unlearned, retrained)}
+    retrained population's size) and the EXTRA_KEYS. The runner caches them under the populations' contents.
+    `epsilons`: the row's example epsilons when already computed (F is then their mean points, as
+    forgetting_quality computes it)."""
+    u, r = _get(unlearned, "conf", "unlearned"), _get(retrained, "conf", "retrained")
+    fq = (forgetting_quality(u, r) if epsilons is None else
+          float(np.mean(points(np.asarray(epsilons, dtype=np.float64), r.shape[0]))))
+    return {"forgetting_quality": fq, **extra_metrics(unlearned, retrained)}
