@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import math
 
+# The base populations' names (rows, populations/<name>.npz); their seeds come from frozen labels (seeds.py)
+REFERENCE = "reference"              # N retrained models: every row is scored against them
+CEILING = "ceiling"                  # N more retrained models: what a perfect unlearner scores
+WITH_FORGET = "with-forget-set"      # N models trained as the original was, forget set included: no unlearning
+BASE_NAMES = (REFERENCE, CEILING, WITH_FORGET)
 ROLE_ORDER = {"ceiling": 0, "method": 1, "floor": 2}
-ROLE_TAGS = {"ceiling": " (ceiling)", "floor": " (trained with forget set)"}
+ROLE_TAGS = {"ceiling": " (retrained)", "floor": " (no unlearning)"}
 EXTRA_KEYS = ("mia", "mia_std", "ks", "kl", "forget_gap", "retain_acc_std", "test_acc_std", "forget_acc_std")
 COLUMNS = ("method", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost",
            "n_models", "seconds")      # the terminal's and leaderboard.md's columns
@@ -43,7 +48,7 @@ def cell(row, key) -> str:
 def row_label(row) -> str:
     """The method, its role, `(#k)` for the challenge's k-th placed team, and the flags: over budget, few models,
     and `[small model]` for a layer-choosing winner that degenerates on this preset's model."""
-    tag = " (ceiling, projected)" if row.get("projected") else ROLE_TAGS.get(row["role"], "")
+    tag = " (projected)" if row.get("projected") else ROLE_TAGS.get(row["role"], "")
     tag += f" (#{row['place']})" if row.get("place") else ""
     tag += " [over budget]" if row.get("over_budget") else ""
     tag += " [few models]" if row.get("caution") else ""

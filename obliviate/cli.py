@@ -94,11 +94,11 @@ def run(preset: str = typer.Option(DEFAULT.preset, help="a built-in (smoke, digi
                                                     help="inputs times this for every model (default: the "
                                                          "preset's; 255: the challenge's 0-255 magnitude)"),
         bounds: bool = typer.Option(True, "--bounds/--no-bounds",
-                                    help="train the ceiling (oracle) and floor (original) populations; "
+                                    help="train the ceiling and with-forget-set populations; "
                                          "--no-bounds saves 2N of the 3N trainings when only the methods' F and "
                                          "order are needed (`obliviate diagnose` still projects the ceiling)"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
-    """Run the benchmark: original, oracle population, each method's population, leaderboard."""
+    """Run the benchmark: the original, the reference population, each method's population, leaderboard."""
     from .runner import RunConfig, run as run_protocol
     cfg = RunConfig(preset=preset, methods=method, forget=forget, n_models=n_models, seed=seed, device=device,
                     out=str(out) if out else None, cache=str(cache) if cache else None,

@@ -33,6 +33,6 @@ class RunConfig:
                                                     # None: no intervals
     pixel_scale: float | None = None                # inputs times this for every model (None: the preset's;
                                                     # 255: the challenge's 0-255 magnitude)
-    bounds: bool = True                             # train the ceiling (oracle) and floor (original) populations:
+    bounds: bool = True                             # train the ceiling and with-forget-set populations:
                                                     # 2N of a run's 3N trainings; the methods' F and order
                                                     # need only the reference

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import seeds
+from .board import REFERENCE
 from .errors import UserError
 from .kit import (BEHAVIOUR_RTOL, KIT_FORMAT, Kit, behaviour_check, behaviour_differs, cpu_name,
                   instruction_set, load_kit, split_identity, training_record, verify_files, weights_sha256)
@@ -105,7 +106,7 @@ def build_kit(preset: str, n: int, out, *, seed: int = 0, name: str | None = Non
         raise UserError(f"{out} was built in chunks of {r['reference']['chunk_size']}, the code now trains {size}: "
                         f"its models would differ; build into another folder.")
     r["reference"]["chunk_size"] = size
-    keys = plan.chunk_keys["retrained"]
+    keys = plan.chunk_keys[REFERENCE]
     todo_jobs = {j.key: j for j in plan.jobs}
 
     def add(a: int, arrays: dict, member_seeds: list, chunk_isa: str, source: str):
@@ -176,7 +177,7 @@ def retrain_members(kit: Kit, k: int) -> dict:
                         f"splitting changed): the kit does not fit this code.")
     if device.type == "cpu":
         torch.set_num_threads(preset.threads or torch.get_num_threads())
-    pop = Population("retrained", "reference", "train", seeds.REFERENCE)
+    pop = Population(REFERENCE, "reference", "train", seeds.REFERENCE)
     ctx = Context(splits, preset, {}, r["device"])
     parts = []
     for c in sorted(r["reference"]["chunks"], key=lambda c: c["members"][0]):

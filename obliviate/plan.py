@@ -1,11 +1,11 @@
 """Stage 1 of a run, plan: what must exist, and the key each piece is stored under.
 
-    the original  one model on the full train set (cached, or a kit's; every unlearning run starts from it)
-    retrained     the reference: N models on the retain set, every row is scored against them (cached, or a kit's)
-    oracle        the ceiling: N more retrained models scored against the reference (a perfect unlearner)
-    original      the control row: N models trained with the forget set, no unlearning (role "floor")
-    <method>      N unlearning runs of the method from the one original, seeds from the run's seed
-(row and file names; each population's seeds come from its frozen seed label, obliviate/seeds.py)
+    the original     one model on the full train set (cached, or a kit's; every unlearning run starts from it)
+    reference        N models retrained on the retain set: every row is scored against them (cached, or a kit's)
+    ceiling          N more retrained models scored against the reference (a perfect unlearner)
+    with-forget-set  the control row: N models trained as the original was, forget set included (role "floor")
+    <method>         N unlearning runs of the method from the one original, seeds from the run's seed
+(row and file names, obliviate/board.py; each population's seeds come from its frozen seed label, obliviate/seeds.py)
 
 `plan_run(cfg, store)` validates the config, loads the data, and returns a `Plan`: the populations, cut into
 jobs (chunks of members: the resume unit, one Ray task), each under a content key that covers everything
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .codehash import code_fingerprint, modules_fingerprint
+from .board import BASE_NAMES, CEILING, REFERENCE, WITH_FORGET
 from .data import Splits, load_source, make_splits
 from .errors import UserError
 from .metrics.resample import check_confidence
@@ -40,8 +41,8 @@ EVAL_VERSION = "eval-1"          # bump when protocol.evaluate or the confidence
 UNLEARN_CHUNK = RUN["unlearn_chunk"]
 MAX_TRAIN_JOB = RUN["max_train_job"]
 # bump when how the original's training is timed changes (it is the cost unit), and the same for unlearning
-# runs' timing. Last: 2026-12-03, every training process keeps its freed memory (execute.keep_freed_memory;
-# one-at-a-time ResNet steps ~5% faster), so a cost is never a run timed one way over an original timed the other.
+# runs' timing, so a cost is never a run timed one way over an original timed the other (today: every training
+# process keeps its freed memory, execute.keep_freed_memory).
 ORIGINAL_TIMING = "warm-cpu-3"
 UNLEARN_TIMING = "warm-cpu-4"
 
@@ -100,6 +101,9 @@ def method_populations(cfg: RunConfig, store: Store | None = None) -> list:
     used, pops = set(), []
     for name in names:
         method = get_method(name)
+        if method.name in BASE_NAMES:          # its row and population file would overwrite the base row's
+            raise UserError(f"the method {method.name!r} has the name of the board's own {method.name!r} row: "
+                            f"register it under another name.")
         mine = {**method.reading(cfg.reading), **tuned.get(name, {})}
         for k, v in cfg.hp.items():
             scope, _, hk = k.rpartition(".")
@@ -178,12 +182,12 @@ def base_populations(bounds: bool = True, kit=None, n: int = 0) -> list:
     population of retrained models, independent of the first); otherwise score projects the ceiling from the
     reference, and the floor (models trained with the forget set) is left out: a kit does not hold them."""
     if kit is not None:
-        ref = [Population("retrained", "reference", "kit", seeds.REFERENCE, members=(0, n))]
-        return ref + ([Population("oracle", "ceiling", "kit", seeds.REFERENCE, members=(n, 2 * n))]
+        ref = [Population(REFERENCE, "reference", "kit", seeds.REFERENCE, members=(0, n))]
+        return ref + ([Population(CEILING, "ceiling", "kit", seeds.REFERENCE, members=(n, 2 * n))]
                       if bounds and kit.n_built >= 2 * n else [])
-    ref = [Population("retrained", "reference", "train", seeds.REFERENCE)]
-    return ref + ([Population("oracle", "ceiling", "train", seeds.CEILING),
-                   Population("original", "floor", "train", seeds.WITH_FORGET, on="train")] if bounds else [])
+    ref = [Population(REFERENCE, "reference", "train", seeds.REFERENCE)]
+    return ref + ([Population(CEILING, "ceiling", "train", seeds.CEILING),
+                   Population(WITH_FORGET, "floor", "train", seeds.WITH_FORGET, on="train")] if bounds else [])
 
 
 def choose_kit(cfg: RunConfig, preset: Preset, splits: Splits, device: torch.device, n: int):

@@ -1,4 +1,4 @@
-"""Train a population of models (the oracle retrains: same data, one seed each) K at a time in one process.
+"""Train a population of models (retrained models: same data, one seed each) K at a time in one process.
 
 `train_population` returns, for every seed s, the state_dict that `train_model(build_model(name, in_shape, C,
 seed=s, **kw), data, recipe, C, seed=s)` gives: the same initialisation, the same data order

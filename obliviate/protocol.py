@@ -15,10 +15,6 @@ user's own error (`user_code_error`): one block with the exception and the user'
 from __future__ import annotations
 
 import copy
-import os
-import sysconfig
-import traceback
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,58 +23,12 @@ from torch import nn
 
 from .data import Splits, TensorLoader
 from .errors import UserError
+from .usercode import UserCodeError, user_code_error  # noqa: F401  (the harness's errors; tests read them here)
 from .settings import RUN
 from .training import make_generator, predict
 
 BATCH_SIZE = RUN["batch_size"]
 EVAL_ARRAYS = ("conf", "loss_forget", "loss_test", "retain_acc", "test_acc", "forget_acc", "seconds")   # per model
-
-
-class UserCodeError(UserError):
-    """An exception (or sys.exit) inside a user's method, as one readable block (a UserError: it travels back
-    from workers and Ray as its message, and the CLI prints it and exits 2)."""
-
-
-# frames from these folders are not "the user's own": obliviate, and installed packages and the standard
-# library (torch, numpy, ...): a user's traceback shows only the lines they wrote
-_LIBS = [sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
-_NOT_USER = tuple({str(Path(d).resolve()) + os.sep for d in [Path(__file__).parent, *filter(None, _LIBS)]})
-
-
-def _is_user_frame(filename: str) -> bool:
-    if filename.startswith("<frozen "):
-        return False
-    try:
-        f = str(Path(filename).resolve())
-    except (OSError, ValueError):
-        return True
-    return not f.startswith(_NOT_USER)
-
-
-def user_code_error(what: str, exc: BaseException) -> UserCodeError:
-    """`what` (e.g. "method 'sub:unlearning' failed"), the exception's type and message, and the user's own
-    frames (file:line, function, the source line); OBLIVIATE_DEBUG=1 appends the full traceback."""
-    if isinstance(exc, SystemExit):
-        head = (f"{what}: it called sys.exit({exc.code!r}); a method returns (or raises an exception), it does "
-                f"not exit the process.")
-    else:
-        msg = str(exc)
-        head = f"{what}: {type(exc).__name__}{': ' + msg if msg else ''}"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_frame(f.filename)]
-    if isinstance(exc, SyntaxError) and exc.filename:   # the offending line is not a frame of a syntax error
-        frames.append(traceback.FrameSummary(exc.filename, exc.lineno or 0, "<module>", line=exc.text or ""))
-    debug = bool(os.environ.get("OBLIVIATE_DEBUG"))
-    lines = [head + ("" if debug or not frames else
-                     f" (your code's frame{'s' if len(frames) > 1 else ''} below; OBLIVIATE_DEBUG=1 for the full "
-                     f"traceback)")]
-    for f in frames:
-        lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.name}')
-        if f.line:
-            lines.append(f"    {f.line.strip()}")
-    if debug:
-        lines.append("full traceback (OBLIVIATE_DEBUG):")
-        lines.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
-    return UserCodeError("\n".join(lines))
 
 
 def harness_net(method, original: nn.Module) -> nn.Module | None:

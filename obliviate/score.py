@@ -1,9 +1,9 @@
 """Stage 3 of a run, score: the populations' evaluations -> leaderboard rows -> the board (leaderboard.json).
 
-Every row is scored against the `retrained` population (the reference): the official forgetting quality F
+Every row is scored against the `reference` population (N retrained models): the official forgetting quality F
 (per-example epsilons, points), the final challenge score, accuracies, cost in retrainings (mean unlearning
-time / one retraining) and the extra metrics (MIA, KS, KL). The ceiling (`oracle`, a second retrained
-population) costs 1 by definition and the floor (`original`, no unlearning) 0.
+time / one retraining) and the extra metrics (MIA, KS, KL). The `ceiling` (a second retrained population)
+costs 1 by definition and `with-forget-set` (the original's training, no unlearning; role "floor") 0.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
-from .board import ROLE_ORDER
+from .board import CEILING, REFERENCE, ROLE_ORDER
 from .codehash import modules_fingerprint
 from .version import __version__
 from .metrics import challenge_score
@@ -27,6 +27,7 @@ from .metrics.extra import row_metrics
 from .metrics.projection import PROJECT_N, project_forgetting_quality, row_seed, spread_and_gap
 from .metrics.regime import board_verdict
 from .plan import Plan
+from .seeds import draw_label
 from .settings import RUN
 from .store import Store, arrays_digest
 from .training import cost_clock_name
@@ -91,7 +92,7 @@ def figure_data(rows: list[dict], populations: dict, store: Store | None = None)
     """What the report's figures show that only the metric can compute: every measured row's per-example
     epsilons, and for the best row (`best_row`) its forget examples with the highest, median and lowest epsilon
     with the attack that achieves each. The report draws these; it never scores."""
-    ref = populations["retrained"]
+    ref = populations[REFERENCE]
     ref_key = population_key(ref)
     eps = {}
     for r in rows:
@@ -116,7 +117,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
     computes them: a rerun that trains nothing recomputes none of them (measured: 12 of the 20 s of a cached
     `run --preset digits -n 64 --method finetune,scrub` went to the intervals, 1.6 s to the extra metrics).
     """
-    ref, budget = populations["retrained"], plan.cfg.budget
+    ref, budget = populations[REFERENCE], plan.cfg.budget
     ref_key = population_key(ref)
     pop_keys = {}
     metrics_code = modules_fingerprint(["obliviate.metrics.extra"])     # F (metrics.challenge) and the extras
@@ -147,7 +148,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
     if plan.kit is not None and plan.cfg.bounds and not any(r["role"] == "ceiling" for r in rows):
         # the kit holds fewer than 2N models: the ceiling is the reference projected against itself
         proj = projection(store, ref, ref, plan.n, plan.cfg.seed, "ceiling", ref_key, ref_key)
-        rows.append({"method": "oracle", "role": "ceiling", "projected": True,
+        rows.append({"method": CEILING, "role": "ceiling", "projected": True,
                      "forgetting_quality": proj["projected_forgetting_quality"],
                      "forgetting_quality_ci": proj["projected_forgetting_quality_ci"],
                      "score": proj["projected_forgetting_quality"], "retain_acc": float(ref["retain_acc"].mean()),
@@ -173,8 +174,8 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
         ident = {"what": "row_intervals", "reference": ref_key, "confidence": conf, "seed": seed,
                  "draws": resample.DRAWS, "baseline": "finetune",
                  "code": modules_fingerprint(["obliviate.metrics.resample"]), "numpy": np.__version__,
-                 "rows": [[r["method"], r["role"], pop_keys[r["method"]], r["forgetting_quality"], r["score"]]
-                          for r in measured]}
+                 "rows": [[draw_label(r["method"]), r["role"], pop_keys[r["method"]], r["forgetting_quality"],
+                           r["score"]] for r in measured]}
         out = memo(store, "intervals", ident, lambda: resample.row_intervals(
             measured, populations, confidence=conf, seed=seed, draws=resample.DRAWS, baseline="finetune"))
         for r in measured:
@@ -221,5 +222,5 @@ def score(plan: Plan, populations: dict, clock: dict, workers: int, t_start: flo
             "wall_seconds": time.perf_counter() - t_start, "versions": versions(),
             "preset_record": plan.preset.to_dict(), "cost_clock_how": clock["how"], "kit": kit_record(plan),
             "regime": board_verdict(rows, {k: p["conf"] for k, p in populations.items()},
-                                    populations["retrained"]["conf"]),
+                                    populations[REFERENCE]["conf"]),
             "rows": rows, "figures": figure_data(rows, populations, store)}

@@ -2,7 +2,7 @@
 
 Weights are safetensors, arrays are .npz read with allow_pickle=False, metadata is JSON. Every write goes
 to a temp file in the same folder and is renamed into place, so a killed run leaves either the whole
-artifact or nothing, and a rerun picks up exactly where it stopped (Reuse-N-N: the oracle population is
+artifact or nothing, and a rerun picks up exactly where it stopped (Reuse-N-N: the reference population is
 trained once and shared by every method and every later run).
 """
 from __future__ import annotations

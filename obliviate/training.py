@@ -1,4 +1,4 @@
-"""The training recipe (original model and oracle retrains) and evaluation helpers.
+"""The training recipe (the original model and the retrained models) and evaluation helpers.
 
 One model: `train_model`. A population: `train_population` (obliviate/population.py) trains K models at
 once, each keeping its own initialisation seed and data order, so the population is the same as K

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import ast
 import copy
-import csv
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -40,13 +38,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import UserError
-from .seeds import REFERENCE, UNLEARN, member_seed, seeded_rng as _rng
+from .usercode import import_user_file
+from .board import REFERENCE as REF_ROW
+from .seeds import REFERENCE, UNLEARN, draw_label, member_seed, seeded_rng as _rng
 from .store import content_key, tensors_sha256
 from .suggest import nearest
+
+if TYPE_CHECKING:
+    from .data.manifest import ManifestRows
 
 TEST_FRACTION = VAL_FRACTION = 0.1                   # drawn test (of all rows) and val (of the retain rows)
 KAGGLE_FUNCTION = "unlearning"                       # what a method file without :FUNCTION names
@@ -74,17 +78,6 @@ def parse_kwargs(items) -> dict:
     return out
 
 
-def _import_file(path: Path, what: str):
-    from .protocol import user_code_error
-    try:
-        spec = importlib.util.spec_from_file_location(f"obliviate_user_{what}_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:   # the user's own frames, as for method files
-        raise user_code_error(f"{what} file {str(path)!r} failed to import", e) from None
-    return module
-
-
 def load_factory(spec: str):
     """`FILE.py:FACTORY` -> (the function, the file's Path)."""
     path, sep, name = str(spec).rpartition(":")
@@ -94,7 +87,7 @@ def load_factory(spec: str):
     p = Path(path)
     if not p.is_file():
         raise UserError(f"model file {path!r} does not exist: pass --model path/to/file.py:FACTORY.")
-    module = _import_file(p, "model")
+    module = import_user_file(p, "model", f"obliviate_user_model_{p.stem}")
     fn = getattr(module, name, None)
     if not callable(fn):
         defined = [k for k, v in vars(module).items() if callable(v) and getattr(v, "__module__", "") ==
@@ -188,61 +181,10 @@ def sha256(data: bytes) -> str:
 
 
 # --- the user's data ----------------------------------------------------------------------------------------
-@dataclass
-class Manifest:
-    path: Path
-    files: list
-    labels: np.ndarray            # int64 0..C-1
-    label_names: list | None      # sorted names when labels are not integers
-    groups: list                  # the group column as written ("" = unknown)
-    split: list | None            # train | val | test per row, None without the column
-    sha256: str
-
-
-def read_manifest(path) -> Manifest:
-    """Every row checked before an image is read (the messages of data/manifest.py; `val` rows allowed here)."""
-    from .data.manifest import REQUIRED, _all_int, _ids
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"manifest CSV not found at {p}: pass --data FILE.csv with columns path,label,group[,split].")
-    raw = p.read_bytes()
-    try:
-        reader = csv.DictReader(raw.decode("utf-8-sig").splitlines())
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        rows = [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{p} is not a readable UTF-8 CSV file ({e}): save it as CSV with a header row.") from None
-    missing = [c for c in REQUIRED if c not in header]
-    if not header or missing:
-        raise UserError(f"{p} lacks the column(s) {', '.join(missing or REQUIRED)}: its header must be "
-                        f"path,label,group with an optional split.")
-    if not rows:
-        raise UserError(f"{p} lists no images: add one row per image under its header.")
-    for i, r in enumerate(rows, start=2):
-        if not r.get("path") or not r.get("label"):
-            raise UserError(f"{p} line {i} has an empty {'path' if not r.get('path') else 'label'}: fill it in or "
-                            f"remove the row.")
-    files = [p.parent / os.path.expanduser(r["path"]) for r in rows]
-    absent = [f for f in files if not f.is_file()]
-    if absent:
-        raise UserError(f"{len(absent)} image(s) named in {p} are missing, first: {absent[0]}: fix the paths or "
-                        f"remove those rows.")
-    labels, names = [r["label"] for r in rows], None
-    if _all_int(labels):
-        y = np.array([int(v) for v in labels], dtype=np.int64)
-        if y.min() < 0:
-            raise UserError(f"{p} has the negative label {y.min()}: integer labels must be 0..C-1.")
-    else:
-        y, names = _ids(labels)
-    split = None
-    if "split" in header:
-        split = [r.get("split", "").lower() for r in rows]
-        bad = next(((i, s) for i, s in enumerate(split, start=2) if s not in ("train", "val", "test")), None)
-        if bad:
-            raise UserError(f"{p} line {bad[0]} has split {bad[1]!r}: use train, val or test (or drop the split "
-                            f"column and obliviate draws the test rows).")
-    return Manifest(p, files, y, names, [r["group"] for r in rows], split, sha256(raw))
+def read_manifest(path) -> ManifestRows:
+    """The manifest's rows, every one checked before an image is read (data/manifest.py; `val` rows allowed)."""
+    from .data.manifest import read_rows
+    return read_rows(path, splits=("train", "val", "test"))
 
 
 def forget_list(groups: str | None, file) -> tuple[list, dict]:
@@ -325,7 +267,7 @@ def _splits(x, y, person, retain, forget, val, test, num_classes, forget_groups=
     return s
 
 
-def load_data(manifest: Manifest, forget: list, seed: int = 0, size: int | None = None, pixel_scale: float = 1.0,
+def load_data(manifest: ManifestRows, forget: list, seed: int = 0, size: int | None = None, pixel_scale: float = 1.0,
               normalise: str = "none") -> tuple[Splits, dict]:
     """(Splits, the data record: rows, how test and val were chosen, the preprocessing)."""
     import torch
@@ -658,11 +600,11 @@ def reference(original_state: dict, splits: Splits, preset, pop, n: int, seed: i
               progress=None, workers: int = 1, executor: str = "local", address: str | None = None) -> dict:
     """Train N models on retain from scratch and run the method N times from the original (member 0: seed `seed`,
     the run written to DIR), each chunk of models a job of execute.run_job stored under a key covering `ident`;
-    return the populations {"retrained", pop.name: arrays} and how many models were computed now."""
+    return the populations {"reference", pop.name: arrays} and how many models were computed now."""
     from .codehash import modules_fingerprint
     from .execute import ARRAYS, Context, run_job
     from .plan import EVAL_VERSION, UNLEARN_CHUNK, UNLEARN_TIMING, Job, Population, train_chunk
-    retrained = Population("retrained", "reference", "train", REFERENCE)
+    retrained = Population(REF_ROW, "reference", "train", REFERENCE)
     pops = [(retrained, [member_seed(seed, REFERENCE, i) for i in range(n)], train_chunk(preset)),
             (pop, [seed] + [member_seed(seed, UNLEARN, i) for i in range(1, n)], UNLEARN_CHUNK)]
     # the modules plan.training_code keys a run's trained models by; the user's model file is in ident
@@ -721,15 +663,15 @@ def certificate(pops: dict, name: str, seed: int, confidence: float = 0.95) -> d
     from .metrics import challenge_score, forgetting_quality, projection, resample
     from .metrics.mia import simple_mia
     from .metrics.projection import row_seed as _row_seed
-    r, u = pops["retrained"], pops[name]
+    r, u = pops[REF_ROW], pops[name]
     n, pn = len(r["conf"]), projection.PROJECT_N
     f = forgetting_quality(u["conf"], r["conf"])
-    ci = resample.board_intervals(pops, "retrained", rows=[name], confidence=confidence, seed=seed,
+    ci = resample.board_intervals(pops, REF_ROW, rows=[name], confidence=confidence, seed=seed,
                                   draws=resample.DRAWS)[name]
     proj, (lo, hi) = projection.project_forgetting_quality(u["conf"], r["conf"], n=pn, draws=projection.DRAWS,
                                                            seed=_row_seed(seed, name), confidence=confidence)
     ceil, (clo, chi) = projection.project_forgetting_quality(r["conf"], r["conf"], n=pn, draws=projection.DRAWS,
-                                                             seed=_row_seed(seed, "retrained"), confidence=confidence)
+                                                             seed=_row_seed(seed, draw_label(REF_ROW)), confidence=confidence)
     ratio, gap = projection.spread_and_gap(u["conf"], r["conf"])
     means = lambda p: {k: float(np.mean(p[k])) for k in ("forget_acc", "retain_acc", "test_acc")} | {
         "mia": simple_mia(p["loss_forget"], p["loss_test"])["mia"], "seconds": float(np.mean(p["seconds"]))}
@@ -895,7 +837,7 @@ def run_unlearn(model: str, weights, data, out, method: str, forget_groups: str 
         "seed": seed, "device": str(dev), "preprocessing": prep, "versions": versions(),
         "command": command}
     audit = build_audit(res, pop, splits, seed, dev, train_seconds, provenance, cert)
-    fig = loss_figure(res["before"], res["after"], ref_pops["retrained"] if ref_pops else None)
+    fig = loss_figure(res["before"], res["after"], ref_pops[REF_ROW] if ref_pops else None)
     write_out(out, weights_out, audit, page(audit, fig))
     return out, audit
 

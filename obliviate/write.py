@@ -32,9 +32,10 @@ def leaderboard_markdown(board: dict) -> str:
     kit = kit_sentence(board)
     head += f"**{regime_sentence(board)}**\n\n" + (f"{kit}\n\n" if kit else "")
     foot = (f"\n\nScored against a population of {board['n_models']} retrained models."
-            + (" `oracle` (ceiling) is a second population of retrained models: the best any method can do at "
+            + (" `ceiling` is a second population of retrained models: the best any method can do at "
                "this N." if "ceiling" in roles else "")
-            + (" `original` is N models trained with the forget set and no unlearning: where that row outscores "
+            + (" `with-forget-set` is N models trained as the original was, forget set included, and no "
+               "unlearning: where that row outscores "
                "a method, the method forgets less than training never changed." if "floor" in roles else "")
             + f" `cost` = mean unlearning time / one retraining ({board['retrain_seconds']:.3f} s of "
             f"{board.get('cost_clock', 'wall time')}: {board.get('cost_clock_how', 'the original timed here')}); "

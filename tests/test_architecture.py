@@ -146,3 +146,13 @@ def test_the_plan_never_opens_a_store_of_its_own():
     assert len(calls) == 1
     fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "prepare")
     assert calls[0] in list(ast.walk(fn))
+
+
+def test_importing_the_package_loads_no_torch():
+    # `obliviate --help`, `obliviate kit list` and a report start in well under a second because torch (~2 s to
+    # import) loads only where a model runs
+    import subprocess
+    import sys
+    code = "import sys, obliviate, obliviate.cli, obliviate.board; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

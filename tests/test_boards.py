@@ -62,7 +62,7 @@ def test_a_synthetic_board_in_the_regime_says_so():
     # without a finetune row the top method row decides, and the sentence says so
     v = board_verdict([{"method": "scrub", "role": "method"}], {"scrub": same}, ref)
     assert v["row"] == "scrub" and "(no finetune row)" in v["sentence"]
-    assert board_verdict([{"method": "oracle", "role": "ceiling"}], {}, ref) is None
+    assert board_verdict([{"method": "ceiling", "role": "ceiling"}], {}, ref) is None
 
 
 def test_rows_from_fewer_than_64_models_carry_a_caution_and_their_projection(boards):
@@ -72,7 +72,7 @@ def test_rows_from_fewer_than_64_models_carry_a_caution_and_their_projection(boa
     md = (folder / "leaderboard.md").read_text()
     assert "finetune [few models]" in md and "Projected to 512" in md
     # the with-forget-set row says what it is, and the footer explains only rows the board has
-    assert "original (trained with forget set)" in md and "`oracle` (ceiling)" in md
+    assert "with-forget-set (no unlearning)" in md and "`ceiling` is a second population" in md
 
 
 def test_terminal_board_has_the_regime_sentence_and_p_beats_finetune(tmp_path):

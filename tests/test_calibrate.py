@@ -36,7 +36,7 @@ def test_spearman_interval_over_half_sample_draws(order, expected, p_positive):
     conf = rng.normal(size=(16, 30))
     names = calibrate.method_names()
     accs = (0.5 ** np.arange(len(names)))[::order]
-    pops = {"retrained": {"conf": conf, "retain_acc": np.ones(16), "test_acc": np.ones(16)}}
+    pops = {"reference": {"conf": conf, "retain_acc": np.ones(16), "test_acc": np.ones(16)}}
     pops |= {m: {"conf": conf, "retain_acc": np.full(16, a), "test_acc": np.ones(16)} for (_, m), a in zip(names, accs)}
     ci, p = calibrate.spearman_interval(pops, names, hats=None)
     assert ci == pytest.approx(expected) and p == p_positive

@@ -12,7 +12,7 @@ def test_report_and_compare_commands(smoke_run_dirs):
     r = cli("report", a)
     assert r.returncode == 0, r.stderr
     html = (a / "report.html").read_text()
-    assert "finetune" in html and "oracle" in html and a.name in html
+    assert "finetune" in html and "ceiling" in html and a.name in html
     r = cli("compare", a, b, "--markdown")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("finetune") == 2 and "|" in r.stdout

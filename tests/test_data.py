@@ -227,6 +227,12 @@ def test_manifest_errors(tmp_path):
         f"path,label,group,split\n{rows[0]['path']},0,a,train\n{rows[1]['path']},1,b,valid\n")
     with pytest.raises(UserError, match="line 3 has split 'valid'"):
         load_source("manifest", path=tmp_path / "split.csv")
+    (tmp_path / "val.csv").write_text(
+        f"path,label,group,split\n{rows[0]['path']},0,a,train\n{rows[1]['path']},1,b,val\n")
+    with pytest.raises(UserError, match="line 3 has split 'val': use train or test"):
+        load_source("manifest", path=tmp_path / "val.csv")     # a run has no val split; `unlearn` reads it
+    from obliviate.unlearn import read_manifest
+    assert read_manifest(tmp_path / "val.csv").split == ["train", "val"]
     (tmp_path / "bad.png").write_bytes(b"no image")
     (tmp_path / "bad.csv").write_text(f"path,label,group\n{rows[0]['path']},0,a\nbad.png,1,b\n")
     with pytest.raises(UserError, match="bad.png cannot be read"):

@@ -33,10 +33,10 @@ def diag(smoke):
     return diagnose_run(smoke, project_n=N, draws=40)
 
 
-def test_oracle_is_a_second_retrained_population(diag):
+def test_ceiling_is_a_second_retrained_population(diag):
     by = {r["method"]: r for r in diag["rows"]}
-    assert set(by) == {"oracle", "finetune", "original"}
-    o = by["oracle"]
+    assert set(by) == {"ceiling", "finetune", "with-forget-set"}
+    o = by["ceiling"]
     assert 0.7 < o["spread_ratio"] < 1.4 and abs(o["location_gap"]) < 0.4, o
     # finetune's N runs start from one original: they spread far less than retrained models (smoke: 0.06)
     assert by["finetune"]["spread_ratio"] < 0.5 * o["spread_ratio"]
@@ -44,13 +44,13 @@ def test_oracle_is_a_second_retrained_population(diag):
     assert diag["rows"][0]["retrained_std"] > 0 and 0 <= o["retrained_forget_acc"] <= 1
 
 
-def test_projected_ceiling_is_the_oracles_without_an_oracle_row(smoke, tmp_path):
-    # `run --no-bounds` writes no oracle population; the reference projected against itself stands in for it
+def test_projected_ceiling_stands_in_without_a_ceiling_row(smoke, tmp_path):
+    # `run --no-bounds` writes no ceiling population; the reference projected against itself stands in for it
     full = diagnose_run(smoke, project_n=64, draws=30)
-    oracle = next(r for r in full["rows"] if r["role"] == "ceiling")
+    ceiling = next(r for r in full["rows"] if r["role"] == "ceiling")
     lo, hi = full["projected_ceiling_ci"]
-    olo, ohi = oracle["projected_forgetting_quality_ci"]
-    assert lo <= full["projected_ceiling"] <= hi and max(lo, olo) <= min(hi, ohi), (full["projected_ceiling"], oracle)
+    olo, ohi = ceiling["projected_forgetting_quality_ci"]
+    assert lo <= full["projected_ceiling"] <= hi and max(lo, olo) <= min(hi, ohi), (full["projected_ceiling"], ceiling)
     finetune = next(r for r in full["rows"] if r["method"] == "finetune")
     assert full["projected_ceiling"] > 3 * finetune["projected_forgetting_quality"]
     # the same run without bounds reads its reference and finetune chunks from the cache: it trains nothing new
@@ -59,7 +59,7 @@ def test_projected_ceiling_is_the_oracles_without_an_oracle_row(smoke, tmp_path)
     board, d = run(RunConfig(preset="smoke", n_models=N, cache=str(cache), out=str(tmp_path / "nb"), quiet=True,
                              bounds=False))
     assert [r["method"] for r in board["rows"]] == ["finetune"] and (d / "report.html").is_file()
-    assert sorted(p.name for p in (d / "populations").iterdir()) == ["finetune.npz", "retrained.npz"]
+    assert sorted(p.name for p in (d / "populations").iterdir()) == ["finetune.npz", "reference.npz"]
     assert sorted((cache / "chunks").iterdir()) == before
     part = diagnose_run(d, project_n=64, draws=30)
     assert [r["method"] for r in part["rows"]] == ["finetune"]
@@ -154,19 +154,19 @@ def test_cli_json_shape_and_table(smoke):
     r = cli("diagnose", smoke, "--project-n", 16, "--draws", 20, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert [row["method"] for row in out["rows"]] == ["oracle", "finetune", "original"]
+    assert [row["method"] for row in out["rows"]] == ["ceiling", "finetune", "with-forget-set"]
     assert out["project_n"] == 16 and out["draws"] == 20 and all(set(row) == set(KEYS) for row in out["rows"])
     lo, hi = out["rows"][0]["projected_forgetting_quality_ci"]
     assert 0 <= lo <= out["rows"][0]["projected_forgetting_quality"] <= hi <= 1
     t = cli("diagnose", smoke, "--draws", 8)
-    assert t.returncode == 0 and "oracle (ceiling)" in t.stdout and "F at 512, projected" in t.stdout
+    assert t.returncode == 0 and "ceiling (retrained)" in t.stdout and "F at 512, projected" in t.stdout
 
 
 def test_run_folder_without_populations_is_refused_in_one_sentence(smoke, tmp_path):
     d = tmp_path / "bare"
     d.mkdir()
     shutil.copy(smoke / "leaderboard.json", d)
-    with pytest.raises(UserError, match="no populations/retrained.npz"):
+    with pytest.raises(UserError, match="no populations/reference.npz"):
         diagnose_run(d)
     r = cli("diagnose", d)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -188,9 +188,9 @@ def test_method_filter_gives_the_whole_diagnosis_rows_and_refuses_unknown_names(
     assert part["projected_ceiling"] == diag["projected_ceiling"]
     with pytest.raises(UserError, match="has no row for scrub"):
         diagnose_run(smoke, methods=["finetune", "scrub"])
-    r = cli("diagnose", smoke, "--method", "finetune,original", "--draws", 8, "--json")
+    r = cli("diagnose", smoke, "--method", "finetune,with-forget-set", "--draws", 8, "--json")
     assert r.returncode == 0, r.stderr
-    assert [row["method"] for row in json.loads(r.stdout)["rows"]] == ["finetune", "original"]
+    assert [row["method"] for row in json.loads(r.stdout)["rows"]] == ["finetune", "with-forget-set"]
     for bad, says in (("nope", "has no row for nope"), (",", "--method names no row")):
         r = cli("diagnose", smoke, "--method", bad)
         assert r.returncode == 2 and "Traceback" not in r.stderr and says in r.stderr, r.stderr

@@ -260,7 +260,7 @@ def test_noop_submission_scores_the_original(styles, smoke):
     _, _, rows, out = styles
     pop = np.load(out / "populations" / "noop:unlearning.npz", allow_pickle=False)
     assert np.ptp(pop["conf"], axis=0).max() == 0           # every run is the original, unchanged
-    retrained = np.load(out / "populations" / "retrained.npz", allow_pickle=False)
+    retrained = np.load(out / "populations" / "reference.npz", allow_pickle=False)
     assert pop["forget_acc"].min() > retrained["forget_acc"].mean()   # the original knows its forget set better
 
 
@@ -382,6 +382,18 @@ def test_import_failure_shows_the_users_line(tmp_path):
         get_method(f"{f}:unlearning")
     assert "SyntaxError" in str(e.value) and 'typo.py", line 1' in str(e.value) and "def unlearning" in str(e.value)
     assert "obliviate" not in str(e.value).split("failed to import")[1]
+
+
+def test_a_model_file_fails_to_import_as_a_method_file_does(tmp_path):
+    # one import path for users' files (obliviate/usercode.py): a worker building a user's model shows their frame
+    from obliviate.models.registry import MODELS, build_model
+    f = tmp_path / "net.py"
+    f.write_text("import torch\n\nWIDTH = 1 / 0\n\ndef make():\n    return torch.nn.Linear(2, 2)\n")
+    name = f"file:{f}:make"
+    with pytest.raises(UserCodeError) as e:
+        build_model(name, (2,), 2)
+    assert name not in MODELS
+    assert "model file" in str(e.value) and 'net.py", line 3' in str(e.value) and "WIDTH = 1 / 0" in str(e.value)
 
 
 # --- hyperparameters a method cannot use ------------------------------------------------------------------

@@ -26,9 +26,9 @@ def population(rng, n, mu, sd, shift=0.0, scale=1.0, acc=0.95):
 
 
 def board(rng, n, e, rows):
-    """{"retrained": ..., name: ...} for rows = {name: (shift, scale)}."""
+    """{"reference": ..., name: ...} for rows = {name: (shift, scale)}."""
     mu, sd = params(e)
-    pops = {"retrained": population(rng, n, mu, sd)}
+    pops = {"reference": population(rng, n, mu, sd)}
     pops.update({k: population(rng, n, mu, sd, *v) for k, v in rows.items()})
     return pops
 
@@ -47,7 +47,7 @@ def test_coverage_of_the_true_mean_f():
     truth = points(example_epsilons(u, r), n).reshape(k, e).mean(axis=1).mean()
     hits = []
     for rep in range(60):
-        pops = {"retrained": population(rng, n, mu, sd), "m": population(rng, n, mu, sd, shift, scale)}
+        pops = {"reference": population(rng, n, mu, sd), "m": population(rng, n, mu, sd, shift, scale)}
         lo, hi = board_intervals(pops, seed=rep, draws=50)["m"]["forgetting_quality_ci"]
         hits.append(lo <= truth <= hi)
     print(f"coverage {np.mean(hits):.3f}")
@@ -56,17 +56,17 @@ def test_coverage_of_the_true_mean_f():
 
 def test_intervals_contain_the_estimate_and_every_row_gets_them():
     rng = np.random.default_rng(2)
-    pops = board(rng, 32, 10, {"oracle": (0, 1), "finetune": (0.2, 0.9), "good": (0.05, 1.0), "original": (2, 0.4)})
-    roles = {"oracle": "ceiling", "original": "floor"}
+    pops = board(rng, 32, 10, {"ceiling": (0, 1), "finetune": (0.2, 0.9), "good": (0.05, 1.0), "with-forget-set": (2, 0.4)})
+    roles = {"ceiling": "ceiling", "with-forget-set": "floor"}
     out = board_intervals(pops, roles=roles, draws=60)
-    ref = pops["retrained"]
+    ref = pops["reference"]
     for name, v in out.items():
         f = points(example_epsilons(pops[name]["conf"], ref["conf"]), 32).mean()
         lo, hi = v["forgetting_quality_ci"]
         assert 0 <= lo <= f <= hi <= 1 and hi > lo, (name, lo, f, hi)
         s_lo, s_hi = v["score_ci"]
         assert 0 <= s_lo < s_hi
-    assert "rank" not in out["oracle"] and "rank" not in out["original"]           # ranks are among methods
+    assert "rank" not in out["ceiling"] and "rank" not in out["with-forget-set"]           # ranks are among methods
     first, second = sorted(("good", "finetune"), key=lambda k: out[k]["rank"])
     assert [out[first]["rank"], out[second]["rank"]] == [1, 2] and out[first]["beats_next"] == second
     assert out[second]["beats_next"] is None and out[second]["p_beats_next"] is None
@@ -104,7 +104,7 @@ def test_deterministic_under_the_seed():
     c = board_intervals(pops, seed=4, draws=40)
     assert a == b and a != c
     # a row's draws do not depend on which other rows exist
-    solo = board_intervals({k: pops[k] for k in ("retrained", "x")}, seed=3, draws=40)
+    solo = board_intervals({k: pops[k] for k in ("reference", "x")}, seed=3, draws=40)
     assert solo["x"]["forgetting_quality_ci"] == a["x"]["forgetting_quality_ci"]
 
 
@@ -169,3 +169,15 @@ def test_tied_methods_share_their_rank():
     out = board_intervals(pops, draws=30)
     assert out["a"]["rank"] == out["b"]["rank"] == 2 and out["a"]["rank_ci"] == out["b"]["rank_ci"] == [2, 2]
     assert out["a"]["p_beats_next"] == 0.5
+
+
+def test_renamed_rows_keep_their_draws():
+    # the base rows' draws are seeded by frozen labels (seeds.DRAW_LABELS), not by their display names
+    rng = np.random.default_rng(5)
+    pops = board(rng, 16, 6, {"ceiling": (0, 1), "with-forget-set": (2, 0.4), "finetune": (0.2, 0.9)})
+    old = {"retrained": pops["reference"], "oracle": pops["ceiling"], "original": pops["with-forget-set"],
+           "finetune": pops["finetune"]}
+    new = board_intervals(pops, seed=2, draws=40)
+    was = board_intervals(old, reference="retrained", seed=2, draws=40)
+    for a, b in (("ceiling", "oracle"), ("with-forget-set", "original"), ("finetune", "finetune")):
+        assert new[a]["forgetting_quality_ci"] == was[b]["forgetting_quality_ci"]

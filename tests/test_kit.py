@@ -47,7 +47,7 @@ def test_kit_backed_run_equals_a_run_that_trains_its_own_reference(smoke_kit, tm
         assert a["forgetting_quality_ci"] == b["forgetting_quality_ci"]
         assert a["retain_acc"] == b["retain_acc"]
     # the kit holds 16 = N models, not 2N: its ceiling is projected and labelled so; no with-forget-set row
-    ceiling = _rows(with_kit)["oracle"]
+    ceiling = _rows(with_kit)["ceiling"]
     assert ceiling["projected"] is True and ceiling["role"] == "ceiling"
     assert not any(r["role"] == "floor" for r in with_kit["rows"])
     assert with_kit["kit"]["left_out"] and "projected" in with_kit["kit"]["ceiling"]
@@ -58,12 +58,12 @@ def test_equal_n_below_the_kit_size_scores_members_0_to_n_and_the_ceiling_from_t
     kit, _ = smoke_kit
     board, out = run(RunConfig(preset="smoke", methods=["finetune"], n_models=8, kit=str(kit.path), quiet=True,
                                report=False, cache=str(tmp_path / "c"), out=str(tmp_path / "r")))
-    ref = np.load(out / "populations" / "retrained.npz")
-    ceiling = np.load(out / "populations" / "oracle.npz")
+    ref = np.load(out / "populations" / "reference.npz")
+    ceiling = np.load(out / "populations" / "ceiling.npz")
     first, _ = kit.members(0, 8)
     second, _ = kit.members(8, 16)
     assert np.array_equal(ref["conf"], first["conf"]) and np.array_equal(ceiling["conf"], second["conf"])
-    row = _rows(board)["oracle"]
+    row = _rows(board)["ceiling"]
     assert not row.get("projected") and board["kit"]["ceiling"] == "kit members 8-15"
     assert board["n_models"] == 8 and board["kit"]["n_reference"] == 16
     # 8 < 64 models: the method row carries its caution and its projection to 512

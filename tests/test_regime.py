@@ -27,8 +27,8 @@ def test_screen_row_resume_and_refresh(study):
     r = rows[0]
     assert r["chunks_computed"] == 2                          # retrained + finetune: no ceiling, no floor
     pops = regime.load_pops("tiny", 8)
-    assert set(pops) == {"retrained", "finetune"} and pops["finetune"]["conf"].shape == (8, r["n_forget"])
-    ratio = np.median(pops["finetune"]["conf"].std(0, ddof=1) / pops["retrained"]["conf"].std(0, ddof=1))
+    assert set(pops) == {"reference", "finetune"} and pops["finetune"]["conf"].shape == (8, r["n_forget"])
+    ratio = np.median(pops["finetune"]["conf"].std(0, ddof=1) / pops["reference"]["conf"].std(0, ddof=1))
     assert r["spread_ratio"] == pytest.approx(ratio)
     lo, hi = r["projected_forgetting_quality_ci"]
     assert 0 <= lo <= r["projected_forgetting_quality"] <= hi <= 1

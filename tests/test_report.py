@@ -12,7 +12,7 @@ from obliviate.errors import UserError
 from obliviate.report import compare_runs, load_run, metric_glossary, write_report
 from obliviate.analysis.synthetic import make_synthetic_run
 
-METHODS = ("oracle", "finetune", "scrub", "neggrad_plus", "original")
+METHODS = ("ceiling", "finetune", "scrub", "neggrad_plus", "with-forget-set")
 SECTIONS = ("leaderboard", "score-cost", "epsilons", "examples", "accuracy", "regime", "glossary")
 
 
@@ -66,9 +66,9 @@ def test_report_contents(run):
     over = [line for line in md.splitlines() if "OVER BUDGET" in line and line.startswith("|")]
     assert len(over) == 1 and "neggrad_plus" in over[0]
     assert re.search(r'<tr class="method over">.*neggrad_plus', html)
-    # oracle first, original last in the table
+    # the ceiling first, with-forget-set last in the table
     rows = [line for line in md.splitlines() if line.startswith("| ") and ("CEILING" in line or "FORGET SET" in line)]
-    assert "oracle" in rows[0]
+    assert "ceiling" in rows[0]
 
 
 def test_report_never_scores_missing_figures_are_shown_as_missing(tmp_path, monkeypatch):
@@ -91,7 +91,7 @@ def test_report_never_scores_missing_figures_are_shown_as_missing(tmp_path, monk
     assert not (path / "report_files" / "stale.png").exists()
     lines = md_path.read_text().splitlines()
     head = [c.strip() for c in next(l for l in lines if l.startswith("| # | method")).split("|")]
-    table = [line for line in lines if line.startswith("| ") and "oracle" in line]
+    table = [line for line in lines if line.startswith("| ") and "ceiling" in line]
     cells = dict(zip(head, (c.strip() for c in table[0].split("|"))))
     assert all(cells[h] == "–" for h in ("MIA acc", "KS", "KL (nats)"))
     del board["figures"]
@@ -104,7 +104,7 @@ def test_compare_runs(run, tmp_path):
     other = make_synthetic_run(tmp_path / "run-b", n_models=16, n_forget=12, n_test=30, seed=1)
     text = compare_runs([run[0], other])
     for word in ("run-a", "run-b", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc", "cost",
-                 "oracle (ceiling)", "original (trained with forget set)", "[over budget]"):
+                 "ceiling (retrained)", "with-forget-set (no unlearning)", "[over budget]"):
         assert word in text
     md = compare_runs([run[0], other], metrics=["score", "mia", "ks"], markdown=True)
     lines = md.strip().splitlines()
@@ -171,8 +171,8 @@ def test_score_cost_spreads_methods_crowded_under_the_ceiling():
     # digits N=512: methods score 0.0002-0.002 under a 0.107 ceiling; on a linear axis they sat on one line
     from obliviate.report import plots
     def rows(scores):
-        return ([{"role": "ceiling", "method": "oracle", "score": 0.107, "cost": 1.0},
-                 {"role": "floor", "method": "original", "score": 0.0025, "cost": 0.0}]
+        return ([{"role": "ceiling", "method": "ceiling", "score": 0.107, "cost": 1.0},
+                 {"role": "floor", "method": "with-forget-set", "score": 0.0025, "cost": 0.0}]
                 + [{"role": "method", "method": f"m{i}", "score": s, "cost": 0.05 * (i + 1)} for i, s in enumerate(scores)])
     crowded = plots.score_cost(rows([0.0002, 0.001, 0.002]), 0.2).axes[0]
     spread = plots.score_cost(rows([0.03, 0.06, 0.09]), 0.2).axes[0]
@@ -191,8 +191,8 @@ def test_report_leaderboard_shows_intervals_and_pairwise_probabilities(run):
     assert f"{lo:.4f}–{hi:.4f}" in html and f"{lo:.4f}–{hi:.4f}" in md
     r = rows["scrub"]["rank_ci"]
     assert f"| {r[0]}–{r[1]} |" in md
-    lo, hi = rows["oracle"]["forgetting_quality_ci"]                  # the ceiling row has its interval too
-    assert lo <= rows["oracle"]["forgetting_quality"] <= hi and f"{lo:.4f}–{hi:.4f}" in md
+    lo, hi = rows["ceiling"]["forgetting_quality_ci"]                  # the ceiling row has its interval too
+    assert lo <= rows["ceiling"]["forgetting_quality"] <= hi and f"{lo:.4f}–{hi:.4f}" in md
 
 
 def test_a_board_without_intervals_is_shown_without_them(tmp_path):
@@ -208,6 +208,6 @@ def test_a_board_without_intervals_is_shown_without_them(tmp_path):
     md = md_path.read_text()
     for lo, hi in want.values():                # never re-scored: the report only reads the board
         assert f"{lo:.4f}–{hi:.4f}" not in md
-    assert "| oracle |" in md or "**oracle**" in md
+    assert "| ceiling (retrained) |" in md or "**ceiling**" in md
 
 

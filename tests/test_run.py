@@ -39,10 +39,10 @@ def test_leaderboard_rows_and_files(smoke_run):
     d, board, r = smoke_run
     assert {"preset", "n_models", "seed", "rows"} <= board.keys() and board["preset"] == "smoke"
     by = {row["method"]: row for row in board["rows"]}
-    assert set(by) == {"oracle", "finetune", "original"}
-    assert (by["oracle"]["role"], by["original"]["role"]) == ("ceiling", "floor")
+    assert set(by) == {"ceiling", "finetune", "with-forget-set"}
+    assert (by["ceiling"]["role"], by["with-forget-set"]["role"]) == ("ceiling", "floor")
     # the benchmark separates "retrained" from "not unlearned": measured 0.229 against 0.153 here (N = 6)
-    assert by["oracle"]["score"] > by["original"]["score"] + 0.03
+    assert by["ceiling"]["score"] > by["with-forget-set"]["score"] + 0.03
     for row in board["rows"]:
         for k in ("forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc"):
             assert 0 <= row[k] <= 1, (k, row)
@@ -50,8 +50,8 @@ def test_leaderboard_rows_and_files(smoke_run):
     # the unlearning run is far cheaper than retraining (1 epoch of finetuning vs 10 of training)
     assert by["finetune"]["cost"] < 0.5
     assert (d / "out" / "leaderboard.md").read_text().count("|") > 20
-    assert "oracle" in r.stdout and "finetune" in r.stdout          # the printed table
-    for name in ("retrained", "oracle", "finetune", "original"):
+    assert "ceiling" in r.stdout and "finetune" in r.stdout          # the printed table
+    for name in ("reference", "ceiling", "finetune", "with-forget-set"):
         assert (d / "out" / "populations" / f"{name}.npz").exists()
     weights = list((d / "cache" / "weights").rglob("*.safetensors"))
     assert len(weights) == 1                                           # the original, as safetensors
@@ -250,7 +250,7 @@ def test_over_budget_rows_flagged_in_terminal_and_markdown(smoke_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "finetune [over budget]" in r.stdout
     assert "finetune [over budget]" in (tmp_path / "o" / "leaderboard.md").read_text()
-    assert "oracle (ceiling) [over" not in r.stdout                    # only methods are held to the budget
+    assert "ceiling (retrained) [over" not in r.stdout                    # only methods are held to the budget
 
 
 def test_error_text_with_brackets_is_printed_whole(tmp_path):
@@ -281,7 +281,7 @@ def test_trained_populations_and_the_original_are_keyed_by_the_training_code(tmp
         assert (training_code(p) != base_code) == changes, rel
         if rel == "training.py":
             now = keys()
-            assert now["retrained"] != base_keys["retrained"] and now["original"] != base_keys["original"]
+            assert now["reference"] != base_keys["reference"] and now["with-forget-set"] != base_keys["with-forget-set"]
         f.write_text(old)
     assert training_code(p) == base_code and keys() == base_keys
 
@@ -305,7 +305,7 @@ def test_best_validation_checkpoint_reaches_the_original_and_the_populations(tmp
     rec.write_text(replace(smoke, name="best", recipe=replace(smoke.recipe, keep_best_from_epoch=5)).to_toml())
     board, _ = run(RunConfig(preset=str(rec), methods=["finetune"], n_models=2, cache=str(tmp_path / "c"),
                              out=str(tmp_path / "o"), report=False, quiet=True, workers=1))
-    assert ("original", 5) in seen and seen.count(("population", 5)) == 3      # retrained, oracle, original*
+    assert ("original", 5) in seen and seen.count(("population", 5)) == 3      # reference, ceiling, with-forget-set
     assert board["preset_record"]["recipe"]["keep_best_from_epoch"] == 5
 
 
@@ -342,7 +342,7 @@ def test_the_default_presets_full_leaderboard_runs_end_to_end_at_small_n(tmp_pat
                                report=False, quiet=True, workers=1))
     assert board["preset"] == default == "digits"
     rows = {r["method"]: r for r in board["rows"]}
-    assert set(METHODS) <= set(rows) and rows["oracle"]["role"] == "ceiling" and rows["original"]["role"] == "floor"
+    assert set(METHODS) <= set(rows) and rows["ceiling"]["role"] == "ceiling" and rows["with-forget-set"]["role"] == "floor"
     assert (out / "leaderboard.md").exists() and board["preset_record"]["name"] == default
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..board import ROLE_TAGS, interval
+from ..board import REFERENCE, ROLE_TAGS, interval
 from ..errors import UserError
+from ..seeds import draw_label
 from ..metrics.regime import board_verdict
 from ..metrics.projection import (CONFIDENCE, DRAWS, PROJECT_N, project_forgetting_quality, retrained_std,
                                    row_seed, spread_and_gap)
-from ..report.folder import RunFolder, load_run
+from ..report.folder import REFERENCE_FILE, RunFolder, load_run
 
 KEYS = ("method", "role", "n_models", "forgetting_quality", "forgetting_quality_ci", "spread_ratio", "location_gap",
         "retrained_std", "forget_acc", "retrained_forget_acc", "projected_forgetting_quality",
@@ -29,8 +30,8 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
         raise UserError(f"--draws must be at least 2 (got {draws}): the interval is read from their spread; "
                         f"{DRAWS} is the default.")
     run = run_dir if isinstance(run_dir, RunFolder) else load_run(run_dir)      # a loaded run folder is read as it is
-    if not (run.path / "populations" / "retrained.npz").is_file():
-        raise UserError(f"{run.path} has no populations/retrained.npz, so there are no per-model confidences to "
+    if not (run.path / REFERENCE_FILE).is_file():
+        raise UserError(f"{run.path} has no {REFERENCE_FILE}, so there are no per-model confidences to "
                         f"diagnose: re-run `obliviate run` (it writes the populations) and diagnose that folder.")
     if methods is not None:
         if not methods:
@@ -49,7 +50,7 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
         conf = run.row_population(row)["conf"]
         ratio, gap = spread_and_gap(conf, ref["conf"])
         point, (lo, hi) = project_forgetting_quality(conf, ref["conf"], n=project_n, draws=draws,
-                                                     seed=row_seed(seed, row["method"]), confidence=confidence)
+                                                     seed=row_seed(seed, draw_label(row["method"])), confidence=confidence)
         rows.append({"method": row["method"], "role": row["role"], "n_models": int(conf.shape[0]),
                      "forgetting_quality": row["forgetting_quality"],
                      "forgetting_quality_ci": row.get("forgetting_quality_ci"),
@@ -58,9 +59,9 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
                      "projected_forgetting_quality": point, "projected_forgetting_quality_ci": [lo, hi]})
     # a perfect unlearner on this data: the reference projected against itself (gap and log ratio 0 up to noise).
     # The metric's ceiling depends on the confidences' scale (docs/projection.md: ~0.19 at retrained std 1, ~0.09 at
-    # 0.3), so a row is read against this, and a run without an oracle row (`run --no-bounds`) still has one.
+    # 0.3), so a row is read against this, and a run without a ceiling row (`run --no-bounds`) still has one.
     point, (lo, hi) = project_forgetting_quality(ref["conf"], ref["conf"], n=project_n, draws=draws,
-                                                 seed=row_seed(seed, "retrained"), confidence=confidence)
+                                                 seed=row_seed(seed, draw_label(REFERENCE)), confidence=confidence)
     verdict = board_verdict(run.rows, {r["method"]: run.row_population(r)["conf"] for r in run.rows
                                        if r["role"] == "method"}, ref["conf"])
     return {"run": str(run.path), "n_models": int(ref["conf"].shape[0]), "project_n": project_n, "draws": draws,

@@ -12,7 +12,7 @@ import io
 import json
 from pathlib import Path
 
-from ..board import ROLE_ORDER, ROLE_TAGS, interval
+from ..board import REFERENCE, ROLE_ORDER, ROLE_TAGS, interval
 from ..errors import UserError
 from ..store import atomic_write_bytes
 from ..metrics.resample import CONFIDENCE, STUDY_DRAWS, board_intervals, check_confidence, n_study
@@ -23,8 +23,8 @@ PAIR_KEYS = ("rank", "rank_ci", "p_beats_baseline", "p_beats_next", "beats_next"
 
 
 def run_populations(run: RunFolder) -> tuple[dict, dict]:
-    """({"retrained": ref, row name: population, ...}, {row name: role}) of a run."""
-    pops = {"retrained": run.reference()}
+    """({"reference": ref, row name: population, ...}, {row name: role}) of a run."""
+    pops = {REFERENCE: run.reference()}
     for row in run.rows:
         pops[row["method"]] = run.row_population(row)
     return pops, {row["method"]: row["role"] for row in run.rows}

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..board import ROLE_ORDER
+from ..board import CEILING, REFERENCE, ROLE_ORDER, WITH_FORGET
 
 # name -> (role, conf shift, conf spread, forget-loss scale, cost, seconds per model)
 DEFAULT_POPULATIONS = {
-    "oracle": ("ceiling", 0.0, 1.0, 1.0, 1.0, 10.0),
+    CEILING: ("ceiling", 0.0, 1.0, 1.0, 1.0, 10.0),
     "finetune": ("method", 1.2, 1.0, 0.6, 0.12, 1.2),
     "scrub": ("method", 0.35, 0.9, 0.9, 0.18, 1.8),
     "neggrad_plus": ("method", 0.15, 1.05, 1.0, 0.35, 3.5),
-    "original": ("floor", 3.0, 0.7, 0.1, 0.0, 10.0),
+    WITH_FORGET: ("floor", 3.0, 0.7, 0.1, 0.0, 10.0),
 }
 
 
@@ -54,7 +54,7 @@ def make_synthetic_run(path, n_models: int = 64, n_forget: int = 30, n_test: int
         }
 
     ref = population(0.0, 1.0, 1.0, 0.93, 10.0)
-    pops = {"retrained": ref}
+    pops = {REFERENCE: ref}
     rows = []
     for name, (role, shift, spread, loss_scale, cost, secs) in populations.items():
         acc_forget = min(1.0, 0.93 + 0.025 * shift)

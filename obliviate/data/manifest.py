@@ -11,9 +11,11 @@ image is decoded.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,21 @@ def _decode(file: Path, size: int) -> np.ndarray:
                         f"replace it or remove its row.") from None
 
 
-@register_source("manifest")
-def load_manifest(path=None, size=32, **_) -> RawData:
+@dataclass
+class ManifestRows:
+    """A manifest's rows, every one checked, no image read yet."""
+    path: Path
+    files: list                   # the image files (relative paths resolved against the CSV's folder)
+    labels: np.ndarray            # int64 0..C-1
+    label_names: list | None      # sorted names when the labels are not integers
+    groups: list                  # the group column as written ("" = unknown)
+    split: list | None            # the split column, lower-cased; None without it
+    sha256: str                   # of the CSV's bytes
+
+
+def read_rows(path, splits: tuple = ("train", "test")) -> ManifestRows:
+    """Read and check a manifest CSV (`splits`: the values its split column may take) before any image is
+    decoded: one sentence per problem, with its line number as a spreadsheet shows it."""
     if path is None:
         raise UserError("the manifest data source needs a CSV file: pass --data FILE.csv with columns "
                         "path,label,group[,split].")
@@ -57,14 +72,12 @@ def load_manifest(path=None, size=32, **_) -> RawData:
     if not csv_path.is_file():
         raise UserError(f"manifest CSV not found at {csv_path}: pass --data FILE.csv with columns "
                         f"path,label,group[,split].")
-    if not isinstance(size, int) or size < 1:
-        raise UserError(f"manifest image size {size!r} is invalid: use a positive integer such as 32.")
+    raw = csv_path.read_bytes()
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip().lower() for h in (reader.fieldnames or [])]
-            reader.fieldnames = header
-            rows = [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+        reader = csv.DictReader(raw.decode("utf-8-sig").splitlines())
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        rows = [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{csv_path} is not a readable UTF-8 CSV file ({e}): "
                         f"save it as CSV with a header row.") from None
@@ -76,45 +89,51 @@ def load_manifest(path=None, size=32, **_) -> RawData:
                         f"its header must be path,label,group with an optional split.")
     if not rows:
         raise UserError(f"{csv_path} lists no images: add one row per image under its header.")
-
-    for i, r in enumerate(rows, start=2):               # line numbers as a spreadsheet shows them
+    for i, r in enumerate(rows, start=2):
         if not r.get("path") or not r.get("label"):
             raise UserError(f"{csv_path} line {i} has an empty {'path' if not r.get('path') else 'label'}: "
                             f"fill it in or remove the row.")
-    base = csv_path.parent
-    files = [base / os.path.expanduser(r["path"]) for r in rows]   # an absolute path replaces the base
+    files = [csv_path.parent / os.path.expanduser(r["path"]) for r in rows]   # an absolute path replaces the base
     absent = [f for f in files if not f.is_file()]
     if absent:
         raise UserError(f"{len(absent)} image(s) named in {csv_path} are missing, first: {absent[0]}: "
                         f"fix the paths or remove those rows.")
-
-    labels = [r["label"] for r in rows]
+    labels, names = [r["label"] for r in rows], None
     if _all_int(labels):
         y = np.array([int(v) for v in labels], dtype=np.int64)
         if y.min() < 0:
             raise UserError(f"{csv_path} has the negative label {y.min()}: integer labels must be 0..C-1.")
-        num_classes = int(y.max()) + 1
     else:
         y, names = _ids(labels)
-        num_classes = len(names)
+    split = None
+    if "split" in header:
+        split = [r.get("split", "").lower() for r in rows]
+        bad = next(((i, v) for i, v in enumerate(split, start=2) if v not in splits), None)
+        if bad:
+            raise UserError(f"{csv_path} line {bad[0]} has split {bad[1]!r}: use {', '.join(splits[:-1])} or "
+                            f"{splits[-1]} (or drop the split column).")
+    return ManifestRows(csv_path, files, y, names, [r["group"] for r in rows], split,
+                        hashlib.sha256(raw).hexdigest())
+
+
+@register_source("manifest")
+def load_manifest(path=None, size=32, **_) -> RawData:
+    if not isinstance(size, int) or size < 1:
+        raise UserError(f"manifest image size {size!r} is invalid: use a positive integer such as 32.")
+    m = read_rows(path)
+    csv_path, files, y = m.path, m.files, m.labels
+    num_classes = len(m.label_names) if m.label_names else int(y.max()) + 1
     if num_classes < 2:
         raise UserError(f"{csv_path} has a single class: a classifier needs at least two labels.")
-
-    known = [r["group"] != "" for r in rows]
-    groups = np.full(len(rows), -1, dtype=np.int64)
+    known = [g != "" for g in m.groups]
+    groups = np.full(len(files), -1, dtype=np.int64)
     if any(known):
-        groups[np.array(known)] = _ids([r["group"] for r in rows if r["group"] != ""])[0]
-
+        groups[np.array(known)] = _ids([g for g in m.groups if g != ""])[0]
     is_test = None
-    if "split" in header:
-        splits = [r.get("split", "").lower() for r in rows]
-        bad = [(i, s) for i, s in enumerate(splits, start=2) if s not in ("train", "test")]
-        if bad:
-            raise UserError(f"{csv_path} line {bad[0][0]} has split {bad[0][1]!r}: use train or test "
-                            f"(or drop the split column).")
-        is_test = np.array([s == "test" for s in splits])
+    if m.split is not None:
+        is_test = np.array([v == "test" for v in m.split])
         if is_test.all() or not is_test.any():
-            raise UserError(f"{csv_path} marks every row {splits[0]}: mark some rows train and some test, "
+            raise UserError(f"{csv_path} marks every row {m.split[0]}: mark some rows train and some test, "
                             f"or drop the split column.")
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:

@@ -9,7 +9,7 @@ describes every registered method, its defaults' origin and its sources.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 import math
 import pkgutil
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..usercode import import_user_file
 
 
 @dataclass(frozen=True)
@@ -251,13 +252,7 @@ def load_user_method(spec: str) -> Method:
     if not p.is_file():
         raise UserError(f"method file {path!r} does not exist: check the path, and pass --method path/to/file.py "
                         f"(its `{KAGGLE_FUNCTION}` function) or path/to/file.py:function.")
-    try:
-        mod_spec = importlib.util.spec_from_file_location(f"obliviate_user_{p.stem}", p)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:  # any import-time failure of user code: its own frames, one block
-        from ..protocol import user_code_error
-        raise user_code_error(f"method file {path!r} failed to import", e) from None
+    module = import_user_file(p, "method", f"obliviate_user_{p.stem}")
     fn = getattr(module, fname, None)
     if not callable(fn):
         raise _no_function(path, fname, module)

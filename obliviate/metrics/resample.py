@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..board import REFERENCE
 from ..errors import UserError
+from ..seeds import draw_label
 from ..settings import RUN
 from .challenge import challenge_score, example_epsilons, points
 
@@ -61,8 +63,11 @@ def draw_qualities(conf_u, conf_r, iu, ir, num_models: int) -> np.ndarray:
 
 
 def _seed_seq(seed: int, name: str) -> np.random.Generator:
-    """A generator per (run seed, row name): a row's draws do not depend on which other rows exist."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, *name.encode()])
+    """A generator per (run seed, row): a row's draws do not depend on which other rows exist. `name` is a row
+    name, "/" + the reference's, or either + "/n=..."; its row part is replaced by its frozen draw label."""
+    head, slash, rest = name.lstrip("/").partition("/")
+    label = "/" * name.startswith("/") + draw_label(head) + slash + rest
+    return np.random.default_rng([seed & 0xFFFFFFFF, *label.encode()])
 
 
 def draw_scores(pop: dict, f_b: np.ndarray, iu: np.ndarray, ratio_ref: np.ndarray) -> np.ndarray:
@@ -72,7 +77,7 @@ def draw_scores(pop: dict, f_b: np.ndarray, iu: np.ndarray, ratio_ref: np.ndarra
             * np.asarray(pop["test_acc"], float)[iu].mean(axis=1) / ratio_ref)
 
 
-def board_draws(populations: dict, reference: str = "retrained", rows=None, seed: int = 0, draws: int = DRAWS,
+def board_draws(populations: dict, reference: str = REFERENCE, rows=None, seed: int = 0, draws: int = DRAWS,
                 m: int | None = None, hats: dict | None = None) -> dict:
     """Re-centred draws of F and score for every row: {name: {"f": [draws], "score": [draws]}}, plus point
     estimates {"f_hat", "score_hat"}.
@@ -112,7 +117,7 @@ def beats(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a > b) + 0.5 * np.mean(a == b))
 
 
-def board_intervals(populations: dict, reference: str = "retrained", rows=None, roles=None,
+def board_intervals(populations: dict, reference: str = REFERENCE, rows=None, roles=None,
                     confidence: float = CONFIDENCE, seed: int = 0, draws: int = DRAWS, baseline: str = "finetune",
                     m: int | None = None, hats: dict | None = None) -> dict:
     """Per row: forgetting_quality_ci, score_ci; per method row also rank, rank_ci, p_beats_baseline,
@@ -144,7 +149,7 @@ def board_intervals(populations: dict, reference: str = "retrained", rows=None, 
     return out
 
 
-def row_intervals(rows: list, populations: dict, reference: str = "retrained", confidence: float = CONFIDENCE,
+def row_intervals(rows: list, populations: dict, reference: str = REFERENCE, confidence: float = CONFIDENCE,
                   seed: int = 0, draws: int = DRAWS, baseline: str = "finetune") -> dict:
     """board_intervals' keys for leaderboard rows (rows carry "method", "role", "forgetting_quality", "score"):
     {row name: {key: value}}.
@@ -158,7 +163,7 @@ def row_intervals(rows: list, populations: dict, reference: str = "retrained", c
                            draws, baseline, hats={r["method"]: (r["forgetting_quality"], r["score"]) for r in rows})
 
 
-def annotate_rows(rows: list, populations: dict, reference: str = "retrained", confidence: float = CONFIDENCE,
+def annotate_rows(rows: list, populations: dict, reference: str = REFERENCE, confidence: float = CONFIDENCE,
                   seed: int = 0, draws: int = DRAWS, baseline: str = "finetune") -> list:
     """Add row_intervals' keys to leaderboard rows in place; returns rows."""
     out = row_intervals(rows, populations, reference, confidence, seed, draws, baseline)
@@ -204,7 +209,7 @@ def study_sizes(n_models: int, smallest: int = 8) -> list:
     return sizes + [n_models]
 
 
-def n_study(populations: dict, reference: str = "retrained", rows=None, roles=None, sizes=None,
+def n_study(populations: dict, reference: str = REFERENCE, rows=None, roles=None, sizes=None,
             confidence: float = CONFIDENCE, seed: int = 0, draws: int = STUDY_DRAWS, board=None) -> dict:
     """F and score per row at n = 8, 16, ..., N models per population, from the stored models (no retraining).
 

@@ -1,7 +1,10 @@
 """Models by name: `@register_model("name")` on a builder `(in_shape, num_classes, **kwargs) -> nn.Module`."""
+from pathlib import Path
+
 import torch
 
 from ..errors import UserError
+from ..usercode import import_user_file
 
 MODELS: dict = {}
 
@@ -20,12 +23,8 @@ def user_model(name: str):
     """The builder of a "file:PATH.py:FACTORY" model, imported on first use in this process (a spawned worker
     or a Ray task builds the user's model as the driver does): `factory(**kwargs)`, shapes unused."""
     if name not in MODELS:
-        import importlib.util
         path, _, factory = name[len(USER_MODEL):].rpartition(":")
-        spec = importlib.util.spec_from_file_location(f"obliviate_user_model_{abs(hash(path))}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        fn = getattr(module, factory)
+        fn = getattr(import_user_file(path, "model", f"obliviate_user_model_{Path(path).stem}"), factory)
         MODELS[name] = lambda in_shape, num_classes, **kw: fn(**kw)
     return MODELS[name]
 

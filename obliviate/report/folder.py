@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..board import num  # noqa: F401  (report modules read it from here)
+from ..board import REFERENCE, num  # noqa: F401  (report modules read num from here)
 from ..errors import UserError
 
 ROW_KEYS = ("method", "role", "forgetting_quality", "score", "retain_acc", "test_acc", "forget_acc")
 ROLES = ("method", "ceiling", "floor")
+REFERENCE_FILE = f"populations/{REFERENCE}.npz"       # the models every row is scored against
 FIX = "re-run `obliviate run` to rewrite the run directory"
 
 
@@ -54,14 +55,14 @@ class RunFolder:
         return arrays
 
     def reference(self) -> dict:
-        return self.population("populations/retrained.npz")
+        return self.population(REFERENCE_FILE)
 
     def row_population(self, row: dict) -> dict:
         rel = row.get("population") or f"populations/{row['method']}.npz"
         pop = self.population(rel)
         ref = self.reference()
         if pop["conf"].shape[1] != ref["conf"].shape[1]:
-            raise UserError(f"{rel} has {pop['conf'].shape[1]} forget examples but populations/retrained.npz has "
+            raise UserError(f"{rel} has {pop['conf'].shape[1]} forget examples but {REFERENCE_FILE} has "
                             f"{ref['conf'].shape[1]}: {FIX}.")
         return pop
 

@@ -14,7 +14,7 @@ from ..version import __version__
 from ..errors import UserError
 from ..store import Store, arrays_digest, atomic_write_bytes, current_umask
 from .glossary import metric_glossary
-from ..board import ROLE_ORDER, interval, kit_sentence, regime_sentence, row_label
+from ..board import REFERENCE, ROLE_ORDER, interval, kit_sentence, regime_sentence, row_label
 from .folder import RunFolder, load_run, num, over_budget
 
 FILES_DIR = "report_files"
@@ -149,7 +149,7 @@ def _acc_groups(rows, pops, ref):
             out[k] = (float(a.mean()), float(a.std())) if a.size else (float("nan"), 0.0)
         return out
     groups = [(r["method"], r["role"], stats(pops[r["method"]])) for r in rows if r["method"] in pops]
-    groups.append(("retrained", "reference", stats(ref)))
+    groups.append((REFERENCE, "reference", stats(ref)))
     return groups
 
 
@@ -194,8 +194,8 @@ FIG_TEXT = {
                    "Each method's challenge score against its cost (mean unlearning time as a fraction of one "
                    "retraining). The dash-dotted red line is the run's budget: points to its right (red X) break "
                    "the challenge's efficiency rule. The purple step line is the Pareto frontier. The dashed green "
-                   "line is the oracle ceiling (a second retrained population), the dotted grey one the original "
-                   "floor (no unlearning)."),
+                   "line is the ceiling (a second retrained population), the dotted grey one the models trained with "
+                   "the forget set (no unlearning)."),
     "epsilons": ("Per-example epsilon",
                  "For every population, the histogram of per-example epsilons against the retrained population. "
                  "Lower is better: bins of width 0.5 earn 1, 1/2, 1/4, ... points and F is the mean; the red bin "

@@ -81,10 +81,10 @@ def spearman_vs_challenge(scores: dict) -> float | None:
 def spearman_interval(populations: dict, names: list, hats: dict, seed: int = 0) -> tuple[list, float] | None:
     """rho's 95% interval and P(rho > 0) over the leaderboard's own paired half-sample draws of the nine rows
     (obliviate/metrics/resample.py: the draws behind every score interval); None where no draw ranks anything.
-    populations: {"retrained": ..., run name: ...}; hats: {run name: (F, score)} from the leaderboard."""
+    populations: {"reference": ..., run name: ...}; hats: {run name: (F, score)} from the leaderboard."""
     from obliviate.metrics.resample import CONFIDENCE, board_draws, interval
     runs = [run for _, run in names]
-    if min(populations[k]["conf"].shape[0] for k in ["retrained", *runs]) < 4:
+    if min(populations[k]["conf"].shape[0] for k in ["reference", *runs]) < 4:
         return None                                   # a half-sample needs 2 models (as annotate_rows)
     d = board_draws(populations, rows=runs, seed=seed, hats=hats)
     s = np.stack([d[run]["score"] for run in runs])                       # [9, draws]
@@ -124,8 +124,8 @@ def candidate_row(cid: str, run, names: list, wall: float, t_original: float, fr
     clearly = None                                  # intervals: absent on older runners, None at tiny N
     if ft.get("score_ci") and all(nine[t].get("score_ci") for t in beats):
         clearly = [t for t in beats if nine[t]["score_ci"][0] > ft["score_ci"][1]]
-    arrays = {"retrained": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
-    ratio, gap = spread_and_gap(arrays[dict(names)["finetune"]]["conf"], arrays["retrained"]["conf"])
+    arrays = {"reference": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
+    ratio, gap = spread_and_gap(arrays[dict(names)["finetune"]]["conf"], arrays["reference"]["conf"])
     rho_ci = spearman_interval(arrays, names, {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names},
                                board.get("seed", 0))
     rec = board["preset_record"]

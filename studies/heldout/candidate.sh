@@ -12,6 +12,10 @@ WT=${HELDOUT_WORKTREE:-$HERE/.worktrees/$WORKTREE}
 
 # The frozen worktree (created if missing) becomes the current folder with PYTHONPATH and OBLIVIATE_CACHE set, and
 # check_original.py trains or reads the original and stops unless its digest is the recorded one.
+current_names() {   # RUN_DIR: a frozen commit wrote the reference population as retrained.npz; today's reader
+  local f="$1/populations/retrained.npz"   # (obliviate.report.folder) reads populations/reference.npz, the same arrays
+  if [ -f "$f" ]; then mv "$f" "$1/populations/reference.npz"; fi
+}
 enter_frozen_worktree() {   # N
   [ -d "$WT" ] || git -C "$MAIN" worktree add -f "$WT" "$FROZEN"
   [ "$(git -C "$WT" rev-parse HEAD)" = "$FROZEN" ] || { echo "$WT is not at $FROZEN" >&2; exit 1; }

@@ -22,3 +22,4 @@ enter_frozen_worktree "$N"
 "$PY" -m obliviate.cli run \
   --preset "$PRESET" --method winners -n "$N" --no-bounds --workers "${WORKERS:-2}" --no-report \
   --seed "$SEED" "${EXTRA[@]}" --out "$HERE/runs/$CANDIDATE-winners-n$N"
+current_names "$HERE/runs/$CANDIDATE-winners-n$N"

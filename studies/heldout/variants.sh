@@ -18,6 +18,7 @@ run() {   # name, method, hp...
   "$PY" -m obliviate.cli run --preset "$PRESET" --method finetune --method "$method" \
     "${hps[@]}" -n "$N" --no-bounds --workers "${WORKERS:-2}" --no-report -q \
     --out "$HERE/runs/w16-$name-n$N"
+  current_names "$HERE/runs/w16-$name-n$N"
 }
 run seif-balanced seif class_weights=balanced
 run seif-port seif noise_layers=stem class_weights=balanced weighting=batch
