@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from obliviate.errors import UserError
 from obliviate.metrics.regime import board_verdict, verdict
 from obliviate.plan import RunConfig, method_populations
 from obliviate.methods import get_method
@@ -110,3 +111,13 @@ def test_the_original_s_training_shows_progress(tmp_path):
                   cache=str(tmp_path / "c"), out=str(tmp_path / "o")), progress=Spy())
     i = events.index(("start", 10, "epochs"))                      # smoke trains 10 epochs
     assert events[i + 1:i + 11] == [("advance", 1, "original")] * 10 and events[i + 11] == ("stop",)
+
+
+def test_a_method_named_like_a_base_row_is_refused():
+    # its row and populations/<name>.npz would overwrite the ceiling's
+    from obliviate.methods.registry import register_callable
+
+    def ceiling(net, retain_loader, forget_loader, val_loader):
+        return net
+    with pytest.raises(UserError, match="has the name of the board's own 'ceiling' row"):
+        method_populations(RunConfig(methods=[register_callable(ceiling)]))
