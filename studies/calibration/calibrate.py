@@ -78,15 +78,17 @@ def spearman_vs_challenge(scores: dict) -> float | None:
     return float(rho)
 
 
-def spearman_interval(populations: dict, names: list, hats: dict, seed: int = 0) -> tuple[list, float] | None:
+def spearman_interval(populations: dict, names: list, hats: dict, seed: int = 0,
+                      draws: int | None = None) -> tuple[list, float] | None:
     """rho's 95% interval and P(rho > 0) over the leaderboard's own paired half-sample draws of the nine rows
-    (obliviate/metrics/resample.py: the draws behind every score interval); None where no draw ranks anything.
+    (obliviate/metrics/resample.py: the draws behind every score interval; `draws` of them, by default the
+    board's); None where no draw ranks anything.
     populations: {"reference": ..., run name: ...}; hats: {run name: (F, score)} from the leaderboard."""
-    from obliviate.metrics.resample import CONFIDENCE, board_draws, interval
+    from obliviate.metrics.resample import CONFIDENCE, DRAWS, board_draws, interval
     runs = [run for _, run in names]
     if min(populations[k]["conf"].shape[0] for k in ["reference", *runs]) < 4:
         return None                                   # a half-sample needs 2 models (as annotate_rows)
-    d = board_draws(populations, rows=runs, seed=seed, hats=hats)
+    d = board_draws(populations, rows=runs, seed=seed, draws=draws or DRAWS, hats=hats)
     s = np.stack([d[run]["score"] for run in runs])                       # [9, draws]
     teams = [t for t, _ in names]
     rhos = np.array([r for b in range(s.shape[1])
