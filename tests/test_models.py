@@ -63,6 +63,7 @@ def test_train_model_survives_a_last_batch_of_one():
 
 
 @pytest.mark.parametrize("name,in_shape,kw", [("mlp", (1, 8, 8), {"hidden": (16,)}), ("cnn", (1, 8, 8), {"width": 4}),
+                                             ("cnn_bn", (1, 14, 14), {"width": 4}),
                                              ("resnet18", (3, 32, 32), {"width": 4})])
 def test_submissions_find_the_classifier_as_fc_on_every_model(name, in_shape, kw):
     # Kaggle notebooks reach layers by torchvision's names (`net.fc.reset_parameters()`, `net.conv1`): the
@@ -77,3 +78,14 @@ def test_submissions_find_the_classifier_as_fc_on_every_model(name, in_shape, kw
     torch.manual_seed(1)
     net.fc.reset_parameters()
     assert not torch.equal(before, net.fc.weight)
+
+
+def test_cnn_bn_has_a_norm_after_each_conv_and_training_moves_its_statistics():
+    # the default-preset study's round-2 model: what it adds to `cnn` is two BatchNorms the layer handles find
+    net = build_model("cnn_bn", (1, 8, 8), 10, seed=0, width=4)
+    assert len(conv_layers(net)) == 2 and [m.num_features for m in norm_layers(net)] == [4, 8]
+    assert torch.equal(build_model("cnn_bn", (1, 8, 8), 10, seed=0, width=4).conv1.weight, net.conv1.weight)
+    g = torch.Generator().manual_seed(0)
+    data = TensorSet(torch.rand(130, 1, 8, 8, generator=g), torch.randint(0, 10, (130,), generator=g))
+    train_model(net, data, Recipe(epochs=1, batch_size=64, lr=1e-3), 10, seed=0)
+    assert not torch.equal(net.bn1.running_mean, torch.zeros(4)) and int(net.bn1.num_batches_tracked) == 3
