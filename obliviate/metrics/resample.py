@@ -63,11 +63,9 @@ def draw_qualities(conf_u, conf_r, iu, ir, num_models: int) -> np.ndarray:
 
 
 def _seed_seq(seed: int, name: str) -> np.random.Generator:
-    """A generator per (run seed, row): a row's draws do not depend on which other rows exist. `name` is a row
-    name, "/" + the reference's, or either + "/n=..."; its row part is replaced by its frozen draw label."""
-    head, slash, rest = name.lstrip("/").partition("/")
-    label = "/" * name.startswith("/") + draw_label(head) + slash + rest
-    return np.random.default_rng([seed & 0xFFFFFFFF, *label.encode()])
+    """A generator per (run seed, row): a row's draws do not depend on which other rows exist. Callers name the
+    row by its draw label (seeds.draw_label: frozen, apart from the row's display name)."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, *name.encode()])
 
 
 def draw_scores(pop: dict, f_b: np.ndarray, iu: np.ndarray, ratio_ref: np.ndarray) -> np.ndarray:
@@ -89,14 +87,14 @@ def board_draws(populations: dict, reference: str = REFERENCE, rows=None, seed: 
     ref = populations[reference]
     rows = [k for k in populations if k != reference] if rows is None else list(rows)
     n_ref = ref["conf"].shape[0]
-    ir = half_indices(n_ref, draws, _seed_seq(seed, "/" + reference), m)
+    ir = half_indices(n_ref, draws, _seed_seq(seed, "/" + draw_label(reference)), m)
     ref_retain, ref_test = np.asarray(ref["retain_acc"], float), np.asarray(ref["test_acc"], float)
     ratio_ref = ref_retain[ir].mean(axis=1) * ref_test[ir].mean(axis=1)        # [draws] denominators
     out = {}
     for name in rows:
         pop = populations[name]
         n_u = pop["conf"].shape[0]
-        iu = half_indices(n_u, draws, _seed_seq(seed, name), m)
+        iu = half_indices(n_u, draws, _seed_seq(seed, draw_label(name)), m)
         f_b = draw_qualities(pop["conf"], ref["conf"], iu, ir, n_ref)
         s_b = draw_scores(pop, f_b, iu, ratio_ref)
         f_hat, s_hat = hats[name] if hats else _point(pop, ref)                 # the leaderboard's own figures
@@ -245,12 +243,12 @@ def n_study(populations: dict, reference: str = REFERENCE, rows=None, roles=None
                 o["f_ci"].append(full[name]["forgetting_quality_ci"]), o["score_ci"].append(full[name]["score_ci"])
             rho.append(1.0), rho_ci.append([1.0, 1.0])
             continue
-        ir = half_indices(n_ref, draws, _seed_seq(seed, f"/{reference}/n={n}"), n)
+        ir = half_indices(n_ref, draws, _seed_seq(seed, f"/{draw_label(reference)}/n={n}"), n)
         ratio_ref = ref_retain[ir].mean(axis=1) * ref_test[ir].mean(axis=1)
         scores = {}
         for name in rows:
             pop = populations[name]
-            iu = half_indices(pop["conf"].shape[0], draws, _seed_seq(seed, f"{name}/n={n}"), n)
+            iu = half_indices(pop["conf"].shape[0], draws, _seed_seq(seed, f"{draw_label(name)}/n={n}"), n)
             f_b = draw_qualities(pop["conf"], ref["conf"], iu, ir, n)
             s_b = draw_scores(pop, f_b, iu, ratio_ref)
             scores[name] = s_b
