@@ -57,14 +57,16 @@ def build_kit(preset: str, n: int, out, *, seed: int = 0, name: str | None = Non
     isa = instruction_set(dev)
     record_now = {"record": training_record(plan.preset), "seed": seed, "device": dev,
                   "split": split_identity(plan.splits)}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")     # this piece's start
     if (out / "kit.json").exists():
         kit = load_kit(out)
         r = kit.record
         for k, v in record_now.items():
             if r[k] != v:
                 raise UserError(f"{out} holds a kit built with another {k}: build into another folder.")
-        if verify_files(kit):
-            raise UserError(f"{out} is damaged ({verify_files(kit)[0]}): move it away and build again.")
+        bad = verify_files(kit)                    # hashes every file once
+        if bad:
+            raise UserError(f"{out} is damaged ({bad[0]}): move it away and build again.")
         moved = behaviour_differs(r["behaviour"], behaviour_check())
         if moved:
             raise UserError(f"training's behaviour changed since {out} was started ({moved}): its models would mix "
@@ -76,11 +78,10 @@ def build_kit(preset: str, n: int, out, *, seed: int = 0, name: str | None = Non
         r = {"format": KIT_FORMAT, "name": name or plan.preset.name, "preset": plan.preset.name, **record_now,
              "n_target": n, "reference": {"seed_label": seeds.REFERENCE, "chunk_size": None, "chunks": []},
              "original": None, "files": {}, "behaviour": behaviour_check(),
-             "provenance": {"command": command, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            "training_code": training_code(plan.preset)}}
+             "provenance": {"command": command, "started": now, "training_code": training_code(plan.preset)}}
     r["provenance"]["versions"] = _versions()
     r["provenance"].setdefault("pieces", []).append(      # every piece of the build: its command, start and machine
-        {"command": command, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "isa": isa,
+        {"command": command, "started": now, "isa": isa,
          "cpu": cpu_name() if dev == "cpu" else isa, "workers": workers or 1})
     if dev == "cpu":
         torch.set_num_threads(plan.preset.threads or torch.get_num_threads())

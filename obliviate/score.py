@@ -147,6 +147,7 @@ def score_rows(plan: Plan, populations: dict, retrain_seconds: float, store: Sto
         rows.append(row)
     if plan.kit is not None and plan.cfg.bounds and not any(r["role"] == "ceiling" for r in rows):
         # the kit holds fewer than 2N models: the ceiling is the reference projected against itself
+        # "ceiling" here is the projection's own frozen draw label (it has no population, so no display name)
         proj = projection(store, ref, ref, plan.n, plan.cfg.seed, "ceiling", ref_key, ref_key)
         rows.append({"method": CEILING, "role": "ceiling", "projected": True,
                      "forgetting_quality": proj["projected_forgetting_quality"],

@@ -50,7 +50,8 @@ def _stds(conf: np.ndarray) -> np.ndarray:
 
 
 def row_seed(seed: int, name: str) -> list[int]:
-    """A projection's seed per (run seed, row name): a row's projection does not depend on which other rows exist."""
+    """A projection's seed per (run seed, row): a row's projection does not depend on which other rows exist.
+    Callers name the row by its draw label (seeds.draw_label), as resample's draws do."""
     return [seed & 0xFFFFFFFF, *name.encode()]
 
 

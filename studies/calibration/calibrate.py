@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from obliviate.board import REFERENCE   # the reference population's row name
 from obliviate.errors import UserError
 from obliviate.metrics.projection import spread_and_gap  # noqa: F401  (the diagnostics; also calibrate.spread_and_gap)
 from obliviate.presets import load_preset
@@ -86,7 +87,7 @@ def spearman_interval(populations: dict, names: list, hats: dict, seed: int = 0,
     populations: {"reference": ..., run name: ...}; hats: {run name: (F, score)} from the leaderboard."""
     from obliviate.metrics.resample import CONFIDENCE, DRAWS, board_draws, interval
     runs = [run for _, run in names]
-    if min(populations[k]["conf"].shape[0] for k in ["reference", *runs]) < 4:
+    if min(populations[k]["conf"].shape[0] for k in [REFERENCE, *runs]) < 4:
         return None                                   # a half-sample needs 2 models (as annotate_rows)
     d = board_draws(populations, rows=runs, seed=seed, draws=draws or DRAWS, hats=hats)
     s = np.stack([d[run]["score"] for run in runs])                       # [9, draws]
@@ -126,8 +127,8 @@ def candidate_row(cid: str, run, names: list, wall: float, t_original: float, fr
     clearly = None                                  # intervals: absent on older runners, None at tiny N
     if ft.get("score_ci") and all(nine[t].get("score_ci") for t in beats):
         clearly = [t for t in beats if nine[t]["score_ci"][0] > ft["score_ci"][1]]
-    arrays = {"reference": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
-    ratio, gap = spread_and_gap(arrays[dict(names)["finetune"]]["conf"], arrays["reference"]["conf"])
+    arrays = {REFERENCE: run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
+    ratio, gap = spread_and_gap(arrays[dict(names)["finetune"]]["conf"], arrays[REFERENCE]["conf"])
     rho_ci = spearman_interval(arrays, names, {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names},
                                board.get("seed", 0))
     rec = board["preset_record"]

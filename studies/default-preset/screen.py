@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from obliviate.board import REFERENCE   # the reference population's row name
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CANDIDATES = HERE / "candidates"
@@ -61,7 +63,7 @@ def screen(cid: str, n: int = 8) -> dict:
     store = Store(cache)
     t0 = time.time()
     plan = plan_run(cfg, store, Path(tempfile.mkdtemp(prefix="dp-run-")))
-    keep = ("reference", "finetune")
+    keep = (REFERENCE, "finetune")
     plan = replace(plan, pops=[p for p in plan.pops if p.name in keep],
                    jobs=[j for j in plan.jobs if j.pop.name in keep])
     state, meta = train_original(plan, store)
@@ -72,7 +74,7 @@ def screen(cid: str, n: int = 8) -> dict:
     original.load_state_dict(state)
     ev = evaluate(original, splits, "the original")
     n_r, n_f = len(splits.retain), len(splits.forget)
-    ref, ft = pops["reference"], pops["finetune"]
+    ref, ft = pops[REFERENCE], pops["finetune"]
     v = verdict("finetune", ft["conf"], ref["conf"])
     point, ci = projection.project_forgetting_quality(ft["conf"], ref["conf"], n=512, seed=0)
     t_orig, t_model, t_ft = float(meta["seconds"]), float(np.mean(ref["seconds"])), float(np.mean(ft["seconds"]))

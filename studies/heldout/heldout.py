@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from obliviate.board import REFERENCE   # the reference population's row name
 from obliviate.errors import UserError
 from obliviate.analysis.diagnose import diagnose_run
 from obliviate.report.folder import load_run
@@ -69,7 +70,7 @@ def heldout_row(run_dir: Path, project_n: int = 512) -> dict:
     within = [t for t in winners if not nine[t]["over_budget"]]
     above = [t for t in within if nine[t]["score"] > ft["score"]]
     clearly = [t for t in within if (nine[t].get("p_beats_baseline") or 0) >= CLEARLY]
-    arrays = {"reference": run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
+    arrays = {REFERENCE: run.reference(), **{m: run.row_population(by[m]) for _, m in names}}
     hats = {m: (by[m]["forgetting_quality"], by[m]["score"]) for _, m in names}
     rho_ci, p_rho = spearman_interval(arrays, names, hats, board.get("seed", 0)) or (None, None)
     diag = diagnose_run(run, project_n=project_n)

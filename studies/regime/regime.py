@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from obliviate.board import REFERENCE   # the reference population's row name
 from obliviate.errors import UserError
 from obliviate.store import atomic_write_bytes
 
@@ -76,7 +77,7 @@ def screen(cid: str, n: int, *, cache: Path | None = None) -> tuple[dict, dict]:
     plan = plan_run(cfg, store, Path(tempfile.mkdtemp(prefix="regime-")))
     if plan.preset.threads:
         torch.set_num_threads(plan.preset.threads)
-    keep = ("reference", "finetune")
+    keep = (REFERENCE, "finetune")
     plan = replace(plan, pops=[p for p in plan.pops if p.name in keep],
                    jobs=[j for j in plan.jobs if j.pop.name in keep])
     fresh = len(plan.jobs)
@@ -102,7 +103,7 @@ def screen(cid: str, n: int, *, cache: Path | None = None) -> tuple[dict, dict]:
 def figures(pops: dict, facts: dict, n: int, seed: int = 0) -> dict:
     """The row's diagnostics from the populations (docs/studies/regime.md, "Definitions")."""
     from obliviate.metrics import projection
-    ref, ft = pops["reference"], pops["finetune"]
+    ref, ft = pops[REFERENCE], pops["finetune"]
     out = dict(diagnostics(ft["conf"], ref["conf"], seed))
     # a perfect unlearner at this data's confidence scale (the projection of the retrained models against
     # themselves: gap and log ratio 0 up to noise): the metric's ceiling is not scale-free (docs/projection.md:
