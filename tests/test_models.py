@@ -64,6 +64,7 @@ def test_train_model_survives_a_last_batch_of_one():
 
 @pytest.mark.parametrize("name,in_shape,kw", [("mlp", (1, 8, 8), {"hidden": (16,)}), ("cnn", (1, 8, 8), {"width": 4}),
                                              ("cnn_bn", (1, 14, 14), {"width": 4}),
+                                             ("cnn_deep", (1, 8, 8), {"width": 4, "depth": 3}),
                                              ("resnet18", (3, 32, 32), {"width": 4})])
 def test_submissions_find_the_classifier_as_fc_on_every_model(name, in_shape, kw):
     # Kaggle notebooks reach layers by torchvision's names (`net.fc.reset_parameters()`, `net.conv1`): the
@@ -89,3 +90,14 @@ def test_cnn_bn_has_a_norm_after_each_conv_and_training_moves_its_statistics():
     data = TensorSet(torch.rand(130, 1, 8, 8, generator=g), torch.randint(0, 10, (130,), generator=g))
     train_model(net, data, Recipe(epochs=1, batch_size=64, lr=1e-3), 10, seed=0)
     assert not torch.equal(net.bn1.running_mean, torch.zeros(4)) and int(net.bn1.num_batches_tracked) == 3
+
+
+def test_cnn_deep_stacks_depth_norms_at_the_input_resolution_and_refuses_a_bad_depth():
+    # the default-preset study's round-3 model: `depth` conv-BatchNorm layers the layer handles find, no pooling
+    # before the global one, so any input size works; a depth that is not a positive integer is one sentence
+    from obliviate.errors import UserError
+    net = build_model("cnn_deep", (1, 8, 8), 10, seed=0, width=4, depth=5)
+    assert len(conv_layers(net)) == 5 and [m.num_features for m in norm_layers(net)] == [4] * 5
+    assert net(torch.zeros(2, 1, 14, 14)).shape == (2, 10) and isinstance(net.conv5, torch.nn.Conv2d)
+    with pytest.raises(UserError, match="depth must be a positive integer"):
+        build_model("cnn_deep", (1, 8, 8), 10, depth=0)
