@@ -1,7 +1,7 @@
 """Cache keys over the code that runs: `code_fingerprint(method)` hashes every source file that can change an
 unlearning run's result, so an edited method, helper or protocol is never served a stale cached result.
 
-* a user's file method (`--method path/to/file.py:fn`): the file's bytes;
+* a user's file method (`--method path/to/file.py:fn`): the file's code;
 * a Python function (a notebook's `unlearning` passed to `obliviate.run`): its source (inspect.getsource;
   its bytecode where no source exists), its default arguments and closed-over values, and its module's file
   when it has one (a notebook cell's globals are not covered: a value read from another cell is not part of
@@ -13,8 +13,11 @@ unlearning run's result, so an edited method, helper or protocol is never served
   report, the CLI, the runner stages) do not enter the key: editing them recomputes nothing.
 
 Each file is hashed with its path relative to the package, so moving code between modules changes the key.
-The files are read on every call; only their parsed imports are memoised, keyed by the bytes' hash (measured:
-~100 ms per method unmemoised, mostly ast.parse; ~4 ms memoised), so no memo can go stale.
+What is hashed is the code, not its text: the parsed syntax tree without comments, docstrings or line numbers
+(`code_text`), so editing a comment or a docstring recomputes nothing and any change to a statement does; a file
+that does not parse is hashed as its bytes. The files are read on every call; only their parsed imports and
+code text are memoised, keyed by the bytes' hash (measured: ~100 ms per method unmemoised, mostly ast.parse;
+~4 ms memoised), so no memo can go stale.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import ast
 import hashlib
 import inspect
 import marshal
+import textwrap
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent          # obliviate/
@@ -47,6 +51,27 @@ def _module_name(path: Path) -> str:
 
 
 _PARSED: dict = {}   # (path, sha256 of its bytes) -> imports: keyed by content, so it cannot go stale
+_CODE: dict = {}     # sha256 of source bytes -> code_text: keyed by content, so it cannot go stale
+
+
+def code_text(data: bytes) -> bytes:
+    """What of a source file can change a result: its syntax tree (ast.dump, no line numbers) with every
+    docstring removed; comments never reach the tree. Source that does not parse: its bytes."""
+    memo = hashlib.sha256(data).digest()
+    if memo not in _CODE:
+        try:
+            tree = ast.parse(data)
+        except (SyntaxError, ValueError):
+            _CODE[memo] = b"bytes\0" + data
+        else:
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                        and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                        and isinstance(body[0].value.value, str)):
+                    node.body = body[1:] or [ast.Pass()]
+            _CODE[memo] = b"ast\0" + ast.dump(tree, include_attributes=False).encode()
+    return _CODE[memo]
 
 
 def _imports(path: Path) -> set[str]:
@@ -103,7 +128,7 @@ def _hash_files(h, files) -> None:
             label = str(f.resolve().relative_to(PACKAGE.parent))
         except ValueError:
             label = f.name
-        h.update(label.encode() + b"\0" + f.read_bytes() + b"\0")
+        h.update(label.encode() + b"\0" + code_text(f.read_bytes()) + b"\0")
 
 
 def _filled(cell) -> bool:
@@ -122,12 +147,12 @@ def code_fingerprint(method) -> str:
         src = inspect.getsourcefile(user) if not inspect.isbuiltin(user) else None
         mod_file = Path(src) if src and Path(src).is_file() else None
         try:
-            h.update(b"source\0" + inspect.getsource(user).encode())
+            h.update(b"source\0" + code_text(textwrap.dedent(inspect.getsource(user)).encode()))
         except (OSError, TypeError):          # no source to read (exec'd text, a bare REPL): its bytecode
             code = getattr(user, "__code__", None)
             h.update(marshal.dumps(code) if code is not None else repr(user).encode())
         if mod_file is not None:
-            h.update(b"file\0" + mod_file.read_bytes())
+            h.update(b"file\0" + code_text(mod_file.read_bytes()))
         # values the source names but does not spell: default arguments and closed-over variables (numbers,
         # strings, tuples...: whatever has a stable repr; an object's repr with an address is left out)
         cells = [c.cell_contents for c in (getattr(user, "__closure__", None) or ()) if _filled(c)]

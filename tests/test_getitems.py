@@ -154,5 +154,5 @@ def test_a_user_methods_cache_key_covers_the_loaders(tmp_path, monkeypatch):
     m = get_method(f"{NOTEBOOK}:unlearning")
     key = codehash.code_fingerprint(m)
     f = pkg / "data" / "base.py"
-    f.write_text(f.read_text() + "\n# edited\n")
+    f.write_text(f.read_text() + "\n_EDITED = 1\n")
     assert codehash.code_fingerprint(m) != key

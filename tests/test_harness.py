@@ -444,10 +444,28 @@ def test_registered_key_covers_helpers_and_protocol_not_the_report(tmp_path, mon
                          ("data/base.py", True), ("methods/finetune.py", True)]:
         f = pkg / rel
         old = f.read_text()
-        f.write_text(old + "\n# edited\n")
+        f.write_text(old + "\n_EDITED = 1\n")
         assert (codehash.code_fingerprint(m) != base) == changes, rel
         f.write_text(old)
     assert codehash.code_fingerprint(m) == base
+
+
+def test_comments_and_docstrings_change_no_key_code_does(tmp_path, monkeypatch):
+    # a key covers what can change a result: a comment or a docstring cannot (editing one must not throw away a
+    # cache), a changed constant can; a file that does not parse is keyed by its bytes
+    pkg = tmp_path / "obliviate"
+    shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "PACKAGE", pkg)
+    m = METHODS["finetune"]
+    base = codehash.code_fingerprint(m)
+    f = pkg / "methods" / "finetune.py"
+    old = f.read_text()
+    assert '"""Finetune:' in old and "lr: float = 1e-3" in old
+    f.write_text(old.replace('"""Finetune:', '"""Finetune (reworded):') + "\n# a comment\n")
+    assert codehash.code_fingerprint(m) == base
+    f.write_text(old.replace("lr: float = 1e-3", "lr: float = 2e-3"))
+    assert codehash.code_fingerprint(m) != base
+    assert codehash.code_text(b"def f(:\n") != codehash.code_text(b"def f(:\n# x\n")
 
 
 def test_a_helper_edit_reaches_the_plan(tmp_path, monkeypatch, styles):
@@ -458,7 +476,7 @@ def test_a_helper_edit_reaches_the_plan(tmp_path, monkeypatch, styles):
     jobs = lambda: [j.pop.name for j in plan_run(cfg(d / "cache", methods=["finetune"]), Store(d / "cache"),
                                                  d / "x").jobs]
     assert jobs() == []
-    (pkg / "methods" / "common.py").write_text((pkg / "methods" / "common.py").read_text() + "\n# edited\n")
+    (pkg / "methods" / "common.py").write_text((pkg / "methods" / "common.py").read_text() + "\n_EDITED = 1\n")
     assert jobs() == ["finetune"]
 
 

@@ -277,7 +277,7 @@ def test_trained_populations_and_the_original_are_keyed_by_the_training_code(tmp
                          ("report/render.py", False), ("methods/finetune.py", False)]:
         f = pkg / rel
         old = f.read_text()
-        f.write_text(old + "\n# edited\n")
+        f.write_text(old + "\n_EDITED = 1\n")
         assert (training_code(p) != base_code) == changes, rel
         if rel == "training.py":
             now = keys()
