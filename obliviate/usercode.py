@@ -36,6 +36,22 @@ def _is_user_frame(filename: str) -> bool:
     return not f.startswith(_NOT_USER)
 
 
+# what torch says when code asks for a GPU the process has none of, or mixes devices
+_NO_GPU = ("not compiled with CUDA", "No CUDA GPUs are available", "Found no NVIDIA driver")
+_MIXED = "Expected all tensors to be on the same device"
+
+
+def _device_hint(msg: str) -> str:
+    """Kaggle ran every submission on a GPU, so a notebook may name "cuda" outright: say how to run it here."""
+    if any(s in msg for s in _NO_GPU):
+        return (" (your code asks for a CUDA GPU and this process has none: Kaggle ran on one; write "
+                "DEVICE = \"cuda\" if torch.cuda.is_available() else \"cpu\", or run on a GPU with --device cuda)")
+    if _MIXED in msg:
+        return (" (your code moves tensors to a device the model is not on: move them to "
+                "next(net.parameters()).device, or run with --device set to the device your code names)")
+    return ""
+
+
 def user_code_error(what: str, exc: BaseException) -> UserCodeError:
     """`what` (e.g. "method 'sub:unlearning' failed"), the exception's type and message, and the user's own
     frames (file:line, function, the source line); OBLIVIATE_DEBUG=1 appends the full traceback."""
@@ -44,7 +60,7 @@ def user_code_error(what: str, exc: BaseException) -> UserCodeError:
                 f"not exit the process.")
     else:
         msg = str(exc)
-        head = f"{what}: {type(exc).__name__}{': ' + msg if msg else ''}"
+        head = f"{what}: {type(exc).__name__}{': ' + msg if msg else ''}{_device_hint(msg)}"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_frame(f.filename)]
     if isinstance(exc, SyntaxError) and exc.filename:   # the offending line is not a frame of a syntax error
         frames.append(traceback.FrameSummary(exc.filename, exc.lineno or 0, "<module>", line=exc.text or ""))

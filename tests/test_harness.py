@@ -362,6 +362,21 @@ def test_sys_exit_inside_a_method_is_reported_not_obeyed(smoke):
     assert "obliviate/protocol.py" not in msg
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a process without a CUDA GPU")
+def test_a_notebook_that_names_cuda_on_a_cpu_run_is_told_how_to_run_here(smoke):
+    # Kaggle ran every submission on a GPU; a notebook with DEVICE = "cuda" fails here on torch's own assertion,
+    # and the message says why and what to change, beside the user's frame
+    def unlearning(net, retain_loader, forget_loader, val_loader):
+        DEVICE = "cuda"
+        for sample in retain_loader:
+            sample["image"].to(DEVICE)
+    with pytest.raises(UserCodeError) as e:
+        unlearn_once(get_method(unlearning), smoke.original, smoke.splits, 0)
+    msg = str(e.value)
+    assert "asks for a CUDA GPU and this process has none" in msg and "torch.cuda.is_available()" in msg
+    assert msg.splitlines()[-1].strip() == 'sample["image"].to(DEVICE)'
+
+
 def test_debug_keeps_the_full_traceback(smoke, monkeypatch):
     def unlearning(net, retain_loader, forget_loader, val_loader):
         raise ValueError("boom")
