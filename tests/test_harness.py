@@ -114,7 +114,9 @@ LEN = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
 # a top-ranked team's notebook style (our transcription of the 1st place's algorithm as docs/methods.md describes
 # it, epochs cut from 8 to 2 for the test's time): its own batch-256 DataLoader over retain_loader.dataset,
 # zip of two loaders, len(forget_loader) in the schedule, dict batches, .to(DEVICE), no return value
-TOP = HEAD + '''DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOP = HEAD + '''from tqdm.auto import tqdm      # notebooks import it: obliviate depends on it, so they run unchanged
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def unlearning(net, retain_loader, forget_loader, val_loader):
@@ -122,7 +124,7 @@ def unlearning(net, retain_loader, forget_loader, val_loader):
     retain_ld = DataLoader(retain_loader.dataset, batch_size=256, shuffle=True)
     net.train()
     opt = optim.SGD(net.parameters(), lr=5e-3, momentum=0.9)
-    for sample in forget_loader:
+    for sample in tqdm(forget_loader, leave=False):
         logits = net(sample["image"].to(DEVICE))
         uniform = torch.full_like(logits, 1.0 / logits.shape[1])
         loss = nn.functional.kl_div(nn.functional.log_softmax(logits, 1), uniform, reduction="batchmean")
