@@ -449,10 +449,16 @@ def test_edited_method_file_recomputes_untouched_stays_cached(styles):
     assert plan() == []
 
 
-def test_registered_key_covers_helpers_and_protocol_not_the_report(tmp_path, monkeypatch):
+@pytest.fixture
+def pkg(tmp_path, monkeypatch):
+    """A copy of the package that codehash reads instead of the real one: a test edits its files freely."""
     pkg = tmp_path / "obliviate"
     shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(codehash, "PACKAGE", pkg)
+    return pkg
+
+
+def test_registered_key_covers_helpers_and_protocol_not_the_report(pkg):
     m = METHODS["finetune"]
     base = codehash.code_fingerprint(m)
     assert codehash.code_fingerprint(m) == base
@@ -467,12 +473,9 @@ def test_registered_key_covers_helpers_and_protocol_not_the_report(tmp_path, mon
     assert codehash.code_fingerprint(m) == base
 
 
-def test_comments_and_docstrings_change_no_key_code_does(tmp_path, monkeypatch):
+def test_comments_and_docstrings_change_no_key_code_does(pkg):
     # a key covers what can change a result: a comment or a docstring cannot (editing one must not throw away a
     # cache), a changed constant can; a file that does not parse is keyed by its bytes
-    pkg = tmp_path / "obliviate"
-    shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(codehash, "PACKAGE", pkg)
     m = METHODS["finetune"]
     base = codehash.code_fingerprint(m)
     f = pkg / "methods" / "finetune.py"
@@ -485,11 +488,8 @@ def test_comments_and_docstrings_change_no_key_code_does(tmp_path, monkeypatch):
     assert codehash.code_text(b"def f(:\n") != codehash.code_text(b"def f(:\n# x\n")
 
 
-def test_a_helper_edit_reaches_the_plan(tmp_path, monkeypatch, styles):
+def test_a_helper_edit_reaches_the_plan(pkg, styles):
     d = styles[0]
-    pkg = tmp_path / "obliviate"
-    shutil.copytree(codehash.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(codehash, "PACKAGE", pkg)
     jobs = lambda: [j.pop.name for j in plan_run(cfg(d / "cache", methods=["finetune"]), Store(d / "cache"),
                                                  d / "x").jobs]
     assert jobs() == []
