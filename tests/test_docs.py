@@ -48,3 +48,14 @@ def test_the_readme_is_a_short_user_guide():
     assert any("obliviate.run(" in line for line in head)
     for term in ("**F**", "**score**", "**P(> finetune)**", "regime sentence", "ceiling"):
         assert term in text
+
+
+def test_the_guides_name_only_files_the_repository_has():
+    """README and docs/*.md (the user guides; dated study documents keep the paths of their time) name files of
+    this repository in backticks: each must exist."""
+    missing = []
+    for f in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path in re.findall(r"`((?:obliviate|benchmarks|studies|tests|scripts|docs)/[\w./-]*)`", f.read_text()):
+            if not (ROOT / path).exists():
+                missing.append(f"{f.relative_to(ROOT)} -> {path}")
+    assert missing == []
