@@ -66,7 +66,7 @@ def leaderboard_table(board: dict) -> Table:
 @app.command()
 def run(preset: str = typer.Option(DEFAULT.preset, help="a built-in (smoke, digits, fashion, ...) or path/to/preset.toml"),
         method: List[str] = typer.Option(DEFAULT.methods, "--method", "-m",
-                                         help="registered name, a,b,c, all, or path/to/file.py:function"),
+                                         help="registered name, a,b,c, all, path/to/file.py[:function] or notebook.ipynb[:function]"),
         forget: Optional[str] = typer.Option(None, help="groups:K | random:FRACTION | class:C (default: preset's)"),
         n_models: Optional[int] = typer.Option(None, "--n-models", "-n", help="population size (challenge: 512)"),
         seed: int = typer.Option(DEFAULT.seed),

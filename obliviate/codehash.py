@@ -1,7 +1,8 @@
 """Cache keys over the code that runs: `code_fingerprint(method)` hashes every source file that can change an
 unlearning run's result, so an edited method, helper or protocol is never served a stale cached result.
 
-* a user's file method (`--method path/to/file.py:fn`): the file's code;
+* a user's file method (`--method path/to/file.py:fn`): the file's code; a notebook (`.ipynb`): the code of
+  the statements it runs (obliviate/notebook.py), not its outputs or the cells the function does not need;
 * a Python function (a notebook's `unlearning` passed to `obliviate.run`): its source (inspect.getsource;
   its bytecode where no source exists), its default arguments and closed-over values, and its module's file
   when it has one (a notebook cell's globals are not covered: a value read from another cell is not part of
@@ -160,6 +161,9 @@ def code_fingerprint(method) -> str:
             h.update(marshal.dumps(code) if code is not None else repr(user).encode())
         if mod_file is not None:
             h.update(b"file\0" + code_text(mod_file.read_bytes()))
+        kept = getattr(user, "__globals__", {}).get("__obliviate_code__")   # a notebook: the code it runs
+        if kept is not None:
+            h.update(b"notebook\0" + kept)
         # values the source names but does not spell: default arguments and closed-over variables (numbers,
         # strings, tuples...: whatever has a stable repr; an object's repr with an address is left out)
         cells = [c.cell_contents for c in (getattr(user, "__closure__", None) or ()) if _filled(c)]

@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from .data.manifest import ManifestRows
 
 TEST_FRACTION = VAL_FRACTION = 0.1                   # drawn test (of all rows) and val (of the retain rows)
-KAGGLE_FUNCTION = "unlearning"                       # what a method file without :FUNCTION names
 NORMALISE = ("none", "per-channel")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")      # PIL modes read as one channel
 
@@ -448,14 +447,14 @@ def resolve_method(method, hp: dict | None = None, hp_preset: str | None = None,
     one. --hp-preset NAME[:PRESET]: the values `obliviate tune` saved for PRESET (without it: the one preset of
     NAME that holds values for this method)."""
     from .methods import canonical_name, get_method
-    from .methods.registry import register_callable
+    from .methods.registry import register_callable, user_file_spec
     from .plan import RunConfig, method_populations
     from .store import Store, default_cache
     if callable(method):
         name = register_callable(method)
     elif isinstance(method, str) and method.strip():
         name = method.strip()
-        name = f"{name}:{KAGGLE_FUNCTION}" if name.endswith(".py") else name
+        name = user_file_spec(name) or name
     else:
         raise UserError(f"method {method!r} is neither a name nor a function: pass a registered name, "
                         f"path/to/file.py[:function] or a function fn(net, retain, forget, val).")

@@ -1,6 +1,6 @@
 """A user's own code: their Python files imported as modules, and their exceptions shown as their own frames.
 
-Methods (`--method FILE.py[:FUNCTION]`) and model factories (`obliviate unlearn --model FILE.py:FACTORY`, in the
+Methods (`--method FILE.py[:FUNCTION]`, or a notebook FILE.ipynb[:FUNCTION]) and model factories (`obliviate unlearn --model FILE.py:FACTORY`, in the
 driver and in every worker) import a user's file through `import_user_file`. No package imports but errors: a
 leaf the registries may use.
 """
@@ -78,13 +78,19 @@ def user_code_error(what: str, exc: BaseException) -> UserCodeError:
     return UserCodeError("\n".join(lines))
 
 
-def import_user_file(path, what: str, module_name: str):
-    """Execute the user's file `path` as module `module_name`; a failure while importing it (any exception, or
-    sys.exit) becomes one UserCodeError naming `what` ("method", "model") and the user's own frames."""
+def import_user_file(path, what: str, module_name: str, function: str | None = None):
+    """Execute the user's file `path` as module `module_name` (a notebook, `.ipynb`: only the code `function`
+    needs, obliviate/notebook.py); a failure while importing it (any exception, or sys.exit) becomes one
+    UserCodeError naming `what` ("method", "model") and the user's own frames."""
     try:
+        if Path(path).suffix == ".ipynb":
+            from .notebook import import_notebook
+            return import_notebook(path, function or "unlearning", module_name)
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+    except UserError:
+        raise
     except (Exception, SystemExit) as e:
         raise user_code_error(f"{what} file {str(path)!r} failed to import", e) from None
     return module

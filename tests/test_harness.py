@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,35 @@ NOOP = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
     net.eval()
 '''
 
+
+def kaggle_notebook(function_cell: str, lr_cell: str = "") -> str:
+    """A competition notebook as Kaggle's download gives it (.ipynb JSON): markdown, shell and magic lines, an
+    import the function does not use and this machine lacks, the data cells that read /kaggle/input, the
+    function's cell (under %%time, with its output) and the harness cell that runs the 512 calls."""
+    cells = [
+        ("markdown", "# Unlearning by fine-tuning\nThe starter, as submitted."),
+        ("code", "!pip install -q kaggle-only-package\n%matplotlib inline"),
+        ("code", HEAD + "import os\nimport subprocess\nimport kaggle_only_package   # not installed here\n"),
+        ("code", "def get_dataset(batch_size):\n    retain = pd.read_csv('/kaggle/input/neurips-2023-machine-unlearning/"
+                 "retain.csv')\n    raise RuntimeError('a data cell ran')\n" + lr_cell),
+        ("code", "%%time\n" + function_cell),
+        ("code", "if os.path.exists('/kaggle/input/neurips-2023-machine-unlearning/empty.txt'):\n"
+                 "    subprocess.run('touch submission.zip', shell=True)\nelse:\n"
+                 "    retain_loader, forget_loader, validation_loader = get_dataset(64)\n"
+                 "    net = resnet18(weights=None, num_classes=10).to(DEVICE)\n"
+                 "    for i in range(512):\n"
+                 "        net.load_state_dict(torch.load('/kaggle/input/neurips-2023-machine-unlearning/original.pth'))\n"
+                 "        unlearning(net, retain_loader, forget_loader, validation_loader)\n"
+                 "        torch.save(net.state_dict(), f'/kaggle/tmp/unlearned_checkpoint_{i}.pth')\n"),
+    ]
+    out = [{"name": "stdout", "output_type": "stream", "text": ["CPU times: user 1h 2min\n"]}]
+    return json.dumps({"cells": [{"cell_type": kind, "metadata": {}, "source": src.splitlines(True),
+                                  **({"outputs": out, "execution_count": 3} if kind == "code" else {})}
+                                 for kind, src in cells], "metadata": {}, "nbformat": 4, "nbformat_minor": 4})
+
+
+NOTEBOOK = kaggle_notebook(STARTER[len(HEAD):])      # the starter's DEVICE line and function, in a whole notebook
+
 RAISES = HEAD + '''def helper(x):
     return x.view(-1, 3, 7)
 
@@ -158,8 +188,8 @@ def unlearning(net, retain_loader, forget_loader, val_loader):
 '''
 
 
-def write(folder: Path, name: str, src: str) -> str:
-    f = folder / f"{name}.py"
+def write(folder: Path, name: str, src: str, ext: str = ".py") -> str:
+    f = folder / f"{name}{ext}"
     f.write_text(src)
     return f"{f}:unlearning"
 
@@ -176,6 +206,7 @@ def styles(tmp_path_factory):
     specs = {name: write(d, name, src) for name, src in
              [("starter", STARTER), ("tuple_style", TUPLE), ("dataloader", DATALOADER), ("subset", SUBSET),
               ("uses_len", LEN), ("noop", NOOP), ("top_team", TOP)]}
+    specs["notebook"] = write(d, "notebook", NOTEBOOK, ".ipynb")
     board, out = run(cfg(d / "cache", d / "out", methods=[*specs.values(), "finetune"]))
     rows = {r["method"].split(":")[0]: r for r in board["rows"]}
     return d, specs, rows, out
@@ -244,8 +275,9 @@ def test_every_submission_style_runs_and_scores(styles):
         r = rows[name]
         assert 0 <= r["score"] <= 1 and math.isfinite(r["forgetting_quality"]), name
     # dict batches and tuple batches are the same batches: the same fine-tuning gives the same numbers
+    # and a whole Kaggle notebook holding the starter runs it, and only it (its data and harness cells would fail)
     for k in ("forgetting_quality", "retain_acc", "test_acc", "forget_acc"):
-        assert rows["starter"][k] == rows["tuple_style"][k] == rows["finetune"][k], k
+        assert rows["starter"][k] == rows["tuple_style"][k] == rows["finetune"][k] == rows["notebook"][k], k
     # its own DataLoader / a Subset over loader.dataset really trains: ascent lowers forget accuracy
     assert rows["dataloader"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
     assert rows["subset"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
@@ -399,6 +431,42 @@ def test_import_failure_shows_the_users_line(tmp_path):
         get_method(f"{f}:unlearning")
     assert "SyntaxError" in str(e.value) and 'typo.py", line 1' in str(e.value) and "def unlearning" in str(e.value)
     assert "obliviate" not in str(e.value).split("failed to import")[1]
+
+
+def test_a_notebook_runs_only_what_its_function_needs_and_its_errors_name_the_cell(tmp_path, smoke):
+    # a helper and the function in the same cell, a module-level name the function reads from another cell
+    from obliviate.execute import Context, run_job_safe
+    from obliviate.plan import Job, Population
+    f = tmp_path / "broken.ipynb"
+    f.write_text(kaggle_notebook(RAISES[len(HEAD):]))
+    pop = Population("broken:unlearning", "method", "unlearn", "unlearn", method=f"{f}:unlearning")
+    ctx = Context(smoke.splits, smoke.preset, smoke.original.state_dict(), "cpu")
+    err = run_job_safe(ctx, Job(pop, [1], "k"))["__error__"]             # what a worker sends back
+    assert "RuntimeError: shape '[-1, 3, 7]' is invalid" in err
+    assert f'File "{f}, code cell 4", line 8, in unlearning' in err and "helper(inputs)" in err
+    assert f'File "{f}, code cell 4", line 3, in helper' in err and "return x.view(-1, 3, 7)" in err
+    assert "protocol.py" not in err
+    for text, says in [("{not json", "is not a Jupyter notebook"),
+                       (NOTEBOOK.replace("def unlearning", "def unlearn_it"), "defines no function 'unlearning' "
+                                                                             "(did you mean 'unlearn_it'?)"),
+                       (NOTEBOOK.replace("import os", "import os("), "code cell 2, line 5: ")]:
+        f.write_text(text)
+        with pytest.raises(UserError, match=re.escape(says)):
+            get_method(f"{f}:unlearning")
+
+
+def test_a_notebook_is_keyed_by_the_code_it_runs(tmp_path):
+    f = tmp_path / "nb.ipynb"
+
+    def key(text):
+        f.write_text(text)
+        return codehash.code_fingerprint(get_method(f"{f}:unlearning"))
+    base = key(NOTEBOOK)
+    assert key(NOTEBOOK.replace("user 1h 2min", "user 58min")) == base                    # an output
+    assert key(NOTEBOOK.replace("as submitted", "resubmitted")) == base                   # markdown
+    assert key(NOTEBOOK.replace("a data cell ran", "data")) == base                      # a cell it does not run
+    assert key(NOTEBOOK.replace("momentum=0.9", "momentum=0.8")) != base                 # the function
+    assert key(NOTEBOOK.replace("is_available() else", "is_available() and False else")) != base   # DEVICE's cell
 
 
 def test_a_model_file_fails_to_import_as_a_method_file_does(tmp_path):

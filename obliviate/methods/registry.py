@@ -140,12 +140,15 @@ def small_model_notes(models=None) -> dict:
 KAGGLE_FUNCTION = "unlearning"     # the function the challenge's notebook calls: a user file's default
 
 
+USER_FILES = (".py", ".ipynb")       # a user's method: a Python file, or a notebook (obliviate/notebook.py)
+
+
 def user_file_spec(name: str) -> str | None:
-    """`path/to/file.py:function` for a user's method file (`path/to/file.py` alone names its `unlearning`, as
-    on Kaggle); None when `name` is not a file spec."""
-    if ".py:" in name:
+    """`path/to/file.py:function` for a user's method file or notebook (`path/to/file.py` or `.ipynb` alone names
+    its `unlearning`, as on Kaggle); None when `name` is not a file spec."""
+    if any(f"{ext}:" in name for ext in USER_FILES):
         return name
-    if name.endswith(".py"):
+    if name.endswith(USER_FILES):
         return f"{name}:{KAGGLE_FUNCTION}"
     return None
 
@@ -166,7 +169,7 @@ def expand_method_names(names) -> list:
     discover()
     out = []
     for entry in names:
-        if ".py:" in entry or entry.startswith(CALLABLE_PREFIX):   # a user's file or Python function
+        if any(f"{ext}:" in entry for ext in USER_FILES) or entry.startswith(CALLABLE_PREFIX):  # a user's file or function
             out.append(entry)
             continue
         for n in (x.strip() for x in entry.split(",")):
@@ -252,7 +255,7 @@ def load_user_method(spec: str) -> Method:
     if not p.is_file():
         raise UserError(f"method file {path!r} does not exist: check the path, and pass --method path/to/file.py "
                         f"(its `{KAGGLE_FUNCTION}` function) or path/to/file.py:function.")
-    module = import_user_file(p, "method", f"obliviate_user_{p.stem}")
+    module = import_user_file(p, "method", f"obliviate_user_{p.stem}", fname)
     fn = getattr(module, fname, None)
     if not callable(fn):
         raise _no_function(path, fname, module)

@@ -1,0 +1,149 @@
+"""A Kaggle notebook (`.ipynb`) as a method file: the code its function needs, and nothing else.
+
+A competition notebook holds more than its `unlearning`: cells that install packages, read the challenge's data
+from /kaggle/input, build the network and run the harness's 512 calls. `--method notebook.ipynb[:function]`
+runs only what the function needs, so the notebook runs as it was downloaded:
+
+    1. the code cells, in order; shell and magic lines (`!pip ...`, `%matplotlib inline`) become `pass`, and a
+       cell that opens with a cell magic other than %%time, %%timeit or %%capture (`%%bash`, ...) is not Python
+       and is left out whole;
+    2. the top-level statements that bind or change a name the function reads, then those that bind or change
+       a name a kept statement reads, until nothing is added: imports, functions, classes, assignments
+       (`DEVICE = ...`, `CFG["lr"] = ...`), a method called on such a name (`CFG.update(...)`), and blocks that
+       bind one (`if torch.cuda.is_available(): ...`). What a function reads is its free names (`symtable`),
+       so a local `net` does not pull in the harness's global `net`;
+    3. those statements, executed in notebook order as one module.
+
+Unused imports (`import torchvision`, `import wandb`) and the harness cells are not run. A traceback names the
+notebook and the code cell (numbered from 1, code cells only) with the line in that cell. The cache key covers
+the kept code (`__obliviate_code__`, read by codehash): editing an output, a markdown cell or a cell the
+function does not need recomputes nothing.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import linecache
+import re
+import symtable
+import types
+from pathlib import Path
+
+from .errors import UserError
+
+KEEP_CELL_MAGICS = ("%%time", "%%timeit", "%%capture")   # IPython runs the cell's Python under these
+STAR = "*"
+
+
+def code_cells(path: Path) -> list[str]:
+    """The notebook's code cells as Python source, magics replaced (step 1); one sentence if it is no notebook."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+        cells = [c for c in nb["cells"] if c.get("cell_type") == "code"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"method file {str(path)!r} is not a Jupyter notebook (JSON with a list of cells): "
+                        f"download it from Kaggle as .ipynb, or pass a Python file.") from None
+    out = []
+    for c in cells:
+        src = c.get("source", "")
+        src = "".join(src) if isinstance(src, list) else str(src)
+        first = src.lstrip().split("\n", 1)[0]
+        if first.startswith("%%") and not first.split()[0] in KEEP_CELL_MAGICS:
+            src = ""
+        lines = [re.sub(r"^(\s*)[!%].*$", r"\1pass", line) for line in src.split("\n")]
+        out.append("\n".join(lines))
+    return out
+
+
+def _names_read(stmt: ast.stmt) -> set[str]:
+    """Module-level names the statement reads when it runs or when what it defines is called."""
+    table = symtable.symtable(ast.unparse(stmt), "<stmt>", "exec")
+    names = {s.get_name() for s in table.get_symbols() if s.is_referenced()}
+    todo = list(table.get_children())
+    while todo:
+        t = todo.pop()
+        names |= {s.get_name() for s in t.get_symbols() if s.is_global()}
+        todo += t.get_children()
+    return names
+
+
+def _root(node) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _names_written(stmt: ast.stmt, modules: set[str]) -> set[str]:
+    """Module-level names the statement binds, or changes through an attribute, an item or a method call (a call
+    on an imported name, `torch.save(...)`, `os.makedirs(...)`, changes no value the function reads)."""
+    if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
+        return {STAR}
+    table = symtable.symtable(ast.unparse(stmt), "<stmt>", "exec")
+    names = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+    for node in ast.walk(stmt):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and node is not stmt:
+            continue
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        names |= {_root(t) for t in targets if isinstance(t, (ast.Attribute, ast.Subscript))}
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func,
+                                                                                        ast.Attribute):
+            root = _root(node.value.func.value)
+            names |= set() if root in modules else {root}
+    return names - {None}
+
+
+def needed_statements(cells: list[str], function: str, label: str) -> list[tuple[int, list[ast.stmt]]]:
+    """(code cell index, the statements kept from it) in notebook order (step 2). A cell that does not parse is
+    one sentence naming it; a function the notebook does not define is one sentence listing those it does."""
+    stmts = []
+    for i, src in enumerate(cells):
+        try:
+            tree = ast.parse(src)
+        except SyntaxError as e:
+            raise UserError(f"{label}, code cell {i + 1}, line {e.lineno}: {e.msg} — a notebook's cells must be "
+                            f"Python (shell lines start with !, magics with %).") from None
+        stmts += [(i, s) for s in tree.body]
+    modules = {(a.asname or a.name).split(".")[0] for _, s in stmts if isinstance(s, (ast.Import, ast.ImportFrom))
+               for a in s.names}
+    stmts = [(i, s, _names_written(s, modules)) for i, s in stmts]
+    if not any(function in w for _, _, w in stmts):
+        from .suggest import nearest
+        defined = [s.name for _, s, _ in stmts if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        hint = nearest(function, defined)
+        raise UserError(f"notebook {label!r} defines no function {function!r}" +
+                        (f" (did you mean {hint!r}?)" if hint else "") +
+                        (f": it defines {', '.join(defined)}; pass --method {label}:NAME with one of them"
+                         if defined else ": define unlearning(net, retain_loader, forget_loader, val_loader) in it")
+                        + ".")
+    needed, kept = {function}, set()
+    while True:
+        new = [k for k, (_, s, w) in enumerate(stmts) if k not in kept and (w & needed or STAR in w)]
+        if not new:
+            break
+        for k in new:
+            kept.add(k)
+            needed |= _names_read(stmts[k][1])
+    out: dict[int, list] = {}
+    for k in sorted(kept):
+        out.setdefault(stmts[k][0], []).append(stmts[k][1])
+    return sorted(out.items())
+
+
+def import_notebook(path, function: str, module_name: str):
+    """Step 3: a module holding what `function` needs from the notebook at `path` (its frames name the cell).
+    Errors while it runs propagate as they are (the caller shows them as the user's frames)."""
+    path = Path(path)
+    cells = code_cells(path)
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path)
+    code = []
+    for i, stmts in needed_statements(cells, function, str(path)):
+        filename = f"{path}, code cell {i + 1}"
+        lines = cells[i].split("\n")
+        linecache.cache[filename] = (len(cells[i]), None, [line + "\n" for line in lines], filename)
+        tree = ast.Module(body=stmts, type_ignores=[])
+        code.append(ast.dump(tree, include_attributes=False))
+        exec(compile(tree, filename, "exec"), module.__dict__)
+    module.__obliviate_code__ = "\n".join(code).encode()
+    return module
