@@ -37,8 +37,9 @@ def test_bad_arguments_are_refused_in_one_sentence():
     for kw, word in [({"width": 0}, "width"), ({"stem": "deep"}, "stem")]:
         with pytest.raises(UserError, match=word):
             build_model("resnet18", (3, 32, 32), 10, **kw)
-    with pytest.raises(UserError, match="image inputs"):
-        build_model("resnet18", (64,), 10)
+    for name in ("resnet18", "cnn", "cnn_bn", "cnn_deep"):    # every conv model, flat features: one sentence
+        with pytest.raises(UserError, match=f"^{name} needs image inputs"):
+            build_model(name, (64,), 10)
 
 
 def test_batch_bounds_fold_a_lone_last_example():

@@ -7,12 +7,12 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .registry import register_model
+from .registry import image_shape, register_model
 
 
 @register_model("cnn")
 def cnn(in_shape, num_classes, width=16):
-    c, h, w = in_shape
+    c, h, w = image_shape("cnn", in_shape)
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(c, width, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
         ("conv2", nn.Conv2d(width, 2 * width, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),

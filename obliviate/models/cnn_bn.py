@@ -8,12 +8,12 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .registry import register_model
+from .registry import image_shape, register_model
 
 
 @register_model("cnn_bn")
 def cnn_bn(in_shape, num_classes, width=16):
-    c, h, w = in_shape
+    c, h, w = image_shape("cnn_bn", in_shape)
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(c, width, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(width)),
         ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),

@@ -11,17 +11,14 @@ from collections import OrderedDict
 from torch import nn
 
 from ..errors import UserError
-from .registry import register_model
+from .registry import image_shape, register_model
 
 
 @register_model("cnn_deep")
 def cnn_deep(in_shape, num_classes, width=16, depth=4):
     if not (isinstance(depth, int) and depth >= 1):
         raise UserError(f"cnn_deep depth must be a positive integer (the number of conv layers); got {depth!r}.")
-    if len(in_shape) != 3:
-        raise UserError(f"cnn_deep needs image inputs (channels, height, width); got shape {tuple(in_shape)}: "
-                        "use the mlp model for flat features.")
-    layers, cin = [], in_shape[0]
+    layers, cin = [], image_shape("cnn_deep", in_shape)[0]
     for i in range(1, depth + 1):
         layers += [(f"conv{i}", nn.Conv2d(cin, width, 3, padding=1, bias=False)), (f"bn{i}", nn.BatchNorm2d(width)),
                    (f"relu{i}", nn.ReLU())]

@@ -16,6 +16,14 @@ def register_model(name):
     return deco
 
 
+def image_shape(model: str, in_shape) -> tuple:
+    """(channels, height, width) of an image input, or one sentence saying this model needs one."""
+    if len(in_shape) != 3:
+        raise UserError(f"{model} needs image inputs (channels, height, width); got shape {tuple(in_shape)}: "
+                        "use the mlp model for flat features.")
+    return tuple(in_shape)
+
+
 USER_MODEL = "file:"   # "file:/abs/path.py:factory": a user's model factory (obliviate unlearn), any process
 
 

@@ -13,7 +13,7 @@ the names stay) keeps 4x the resolution for small inputs at 16x the early layers
 from torch import nn
 
 from ..errors import UserError
-from .registry import register_model
+from .registry import image_shape, register_model
 
 STEMS = ("imagenet", "cifar")
 
@@ -67,11 +67,9 @@ class ResNet18(nn.Module):
 
 @register_model("resnet18")
 def resnet18(in_shape, num_classes, width=64, stem="imagenet"):
-    if len(in_shape) != 3:
-        raise UserError(f"resnet18 needs image inputs (channels, height, width); got shape {tuple(in_shape)}: "
-                        "use the mlp model for flat features.")
+    channels = image_shape("resnet18", in_shape)[0]
     if not (isinstance(width, int) and width >= 1):
         raise UserError(f"resnet18 width must be a positive integer (torchvision's is 64); got {width!r}.")
     if stem not in STEMS:
         raise UserError(f"resnet18 stem must be one of {', '.join(STEMS)}; got {stem!r}.")
-    return ResNet18(in_shape[0], num_classes, width, stem)
+    return ResNet18(channels, num_classes, width, stem)
