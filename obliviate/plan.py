@@ -137,7 +137,7 @@ def validate(cfg: RunConfig):
         raise UserError(f"--budget {cfg.budget} must be a positive fraction of one retraining (the challenge: 0.2; "
                         f"inf for no budget).")
     check_confidence(cfg.confidence)
-    n = cfg.n_models or preset.n_models
+    n = preset.n_models if cfg.n_models is None else cfg.n_models
     if n < 2:
         raise UserError(f"--n-models {n} is too few: the metric compares populations of at least 2 models.")
     return preset, n, resolve_device(cfg.device)

@@ -138,7 +138,7 @@ NAN_METHOD = ("import torch\n"
 
 
 @pytest.mark.parametrize("case", ["preset", "method", "import", "nofunc", "groups0", "empty-class", "nan",
-                                  "hp", "cifar", "device", "forget-spec", "n1", "workers0"])
+                                  "hp", "cifar", "device", "forget-spec", "n1", "n0", "workers0"])
 def test_bad_input_one_sentence_no_traceback_nothing_written(case, tmp_path, smoke_run):
     d, _, _ = smoke_run
     broken = tmp_path / "broken.py"; broken.write_text("import not_a_module_anywhere\n")
@@ -150,7 +150,7 @@ def test_bad_input_one_sentence_no_traceback_nothing_written(case, tmp_path, smo
              "nan": ["--method", f"{nan}:unlearning"], "hp": ["--hp", "nonsense=1"],
              "cifar": ["--preset", "cifar10", "--data", tmp_path / "missing.tar.gz"],
              "device": ["--device", "tpu"], "forget-spec": ["--forget", "people:3"], "n1": ["-n", "1"],
-             "workers0": ["--workers", 0]}[case]
+             "n0": ["-n", "0"], "workers0": ["--workers", 0]}[case]
     cache = tmp_path / "cache"
     args = ["run", "--preset", "smoke", "-n", 4, "--cache", cache, "--out", tmp_path / "out", "--no-report"]
     r = cli(*args, *extra)

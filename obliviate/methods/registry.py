@@ -157,8 +157,8 @@ def _unknown_method(name: str) -> UserError:
     from ..suggest import nearest
     hint = nearest(name, sorted(METHODS) + sorted(ALIASES) + ["all", "winners"])
     return UserError(f"unknown method {name!r}" + (f" (did you mean {hint!r}?)" if hint else "") +
-                     ": run `obliviate methods` to list them, use `all` or `winners`, or pass path/to/file.py "
-                     f"(its `{KAGGLE_FUNCTION}` function) or path/to/file.py:function for your own.")
+                     ": run `obliviate methods` to list them, use `all` or `winners`, or pass path/to/file.py or "
+                     f"a notebook.ipynb (its `{KAGGLE_FUNCTION}` function) or path/to/file.py:function for your own.")
 
 
 def expand_method_names(names) -> list:
