@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import UserError
+from .suggest import nearest
 
 RECORDS = Path(__file__).with_name("preset_records")     # the built-in presets, one TOML file each
 
@@ -184,7 +185,9 @@ RECIPE = {"epochs": _int(1), "batch_size": _int(1), "lr": _pos_float, "weight_de
 def _check(where: str, table: dict, spec: dict, prefix: str = "") -> None:
     for k, v in table.items():
         if k not in spec:
-            raise UserError(f"{where}: unknown key '{prefix}{k}': use only {', '.join(spec)}.")
+            hint = nearest(k, list(spec))
+            raise UserError(f"{where}: unknown key '{prefix}{k}'" + (f" (did you mean '{prefix}{hint}'?)" if hint else "")
+                            + f": use only {', '.join(spec)}.")
         if not spec[k](v):
             raise UserError(f"{where}: {prefix}{k} = {v!r} is not valid: it must be {spec[k].want}.")
 

@@ -41,7 +41,7 @@ def test_user_file_by_path(tmp_path):
 
 @pytest.mark.parametrize("text, words", [
     ('colour = "red"\n' + GOOD, "unknown key 'colour'"),
-    (GOOD.replace("[recipe]", "[recipe]\nepoch = 3"), "unknown key 'recipe.epoch'"),
+    (GOOD.replace("[recipe]", "[recipe]\nepoch = 3"), "unknown key 'recipe.epoch' (did you mean 'recipe.epochs'?)"),
     (GOOD.replace('source = "digits"', ""), "missing field 'source'"),
     (GOOD.replace("n_models = 3", "n_models = 1"), "n_models = 1"),
     (GOOD.replace("lr = 3e-3", "lr = -1.0"), "recipe.lr"),
