@@ -469,6 +469,15 @@ def test_a_notebook_is_keyed_by_the_code_it_runs(tmp_path):
     assert key(NOTEBOOK.replace("is_available() else", "is_available() and False else")) != base   # DEVICE's cell
 
 
+def test_obliviate_unlearn_takes_a_notebook_as_run_does(tmp_path):
+    from obliviate.unlearn import resolve_method
+    f = tmp_path / "sub.ipynb"
+    f.write_text(NOTEBOOK)
+    method, pop = resolve_method(str(f), cache=tmp_path / "cache")
+    assert pop.name == "sub:unlearning" and method.user.__name__ == "unlearning"
+    assert pop.code == codehash.code_fingerprint(get_method(f"{f}:unlearning"))
+
+
 def test_a_model_file_fails_to_import_as_a_method_file_does(tmp_path):
     # one import path for users' files (obliviate/usercode.py): a worker building a user's model shows their frame
     from obliviate.models.registry import MODELS, build_model
