@@ -252,7 +252,7 @@ def unlearn(model: str = typer.Option(..., "--model", help="FILE.py:FACTORY, a f
                                                                 "state_dict (read with weights_only=True)"),
             data: Path = typer.Option(..., "--data", help="manifest CSV: path,label,group[,split] (train|val|test)"),
             method: str = typer.Option(..., "--method", "-m", help="a registered method, or FILE.py[:FUNCTION] "
-                                                                   "(Kaggle or starting-kit style)"),
+                                                                   "or FILE.ipynb[:FUNCTION] (Kaggle or starting-kit style)"),
             out: Path = typer.Option(..., "--out", help="a new folder: model.safetensors, audit.json, audit.html"),
             forget_groups: Optional[str] = typer.Option(None, "--forget-groups", help="ID[,ID...]: groups to forget"),
             forget_file: Optional[Path] = typer.Option(None, "--forget-file", help="groups to forget, one per line"),
