@@ -73,6 +73,19 @@ def _root(node) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+def _this_scope(stmt: ast.stmt):
+    """The statement's nodes outside the bodies of the functions, classes and lambdas it defines (what runs when
+    the statement runs, at module level)."""
+    todo = [stmt]
+    while todo:
+        node = todo.pop()
+        yield node
+        scoped = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+        todo += [] if scoped and node is not stmt else list(ast.iter_child_nodes(node))
+        if scoped and node is stmt:
+            todo = [c for c in todo if c not in node.body]
+
+
 def _names_written(stmt: ast.stmt, modules: set[str]) -> set[str]:
     """Module-level names the statement binds, or changes through an attribute, an item or a method call (a call
     on an imported name, `torch.save(...)`, `os.makedirs(...)`, changes no value the function reads)."""
@@ -80,9 +93,7 @@ def _names_written(stmt: ast.stmt, modules: set[str]) -> set[str]:
         return {STAR}
     table = symtable.symtable(ast.unparse(stmt), "<stmt>", "exec")
     names = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
-    for node in ast.walk(stmt):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and node is not stmt:
-            continue
+    for node in _this_scope(stmt):
         targets = (node.targets if isinstance(node, ast.Assign) else
                    [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
         names |= {_root(t) for t in targets if isinstance(t, (ast.Attribute, ast.Subscript))}

@@ -166,7 +166,7 @@ def kaggle_notebook(function_cell: str, lr_cell: str = "") -> str:
                  "    retain_loader, forget_loader, validation_loader = get_dataset(64)\n"
                  "    net = resnet18(weights=None, num_classes=10).to(DEVICE)\n"
                  "    for i in range(512):\n"
-                 "        net.load_state_dict(torch.load('/kaggle/input/neurips-2023-machine-unlearning/original.pth'))\n"
+                 "        net.load_state_dict(torch.load('/kaggle/input/neurips-2023-machine-unlearning/original.pth', weights_only=True))\n"
                  "        unlearning(net, retain_loader, forget_loader, validation_loader)\n"
                  "        torch.save(net.state_dict(), f'/kaggle/tmp/unlearned_checkpoint_{i}.pth')\n"),
     ]
