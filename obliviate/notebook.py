@@ -55,9 +55,12 @@ def code_cells(path: Path) -> list[str]:
     return out
 
 
-def _names_read(stmt: ast.stmt) -> set[str]:
-    """Module-level names the statement reads when it runs or when what it defines is called."""
-    table = symtable.symtable(ast.unparse(stmt), "<stmt>", "exec")
+def _table(stmt: ast.stmt) -> symtable.SymbolTable:
+    return symtable.symtable(ast.unparse(stmt), "<stmt>", "exec")
+
+
+def _names_read(table: symtable.SymbolTable) -> set[str]:
+    """Module-level names a statement (its symbol table) reads when it runs or when what it defines is called."""
     names = {s.get_name() for s in table.get_symbols() if s.is_referenced()}
     todo = list(table.get_children())
     while todo:
@@ -86,12 +89,11 @@ def _this_scope(stmt: ast.stmt):
             todo = [c for c in todo if c not in node.body]
 
 
-def _names_written(stmt: ast.stmt, modules: set[str]) -> set[str]:
+def _names_written(stmt: ast.stmt, table: symtable.SymbolTable, modules: set[str]) -> set[str]:
     """Module-level names the statement binds, or changes through an attribute, an item or a method call (a call
     on an imported name, `torch.save(...)`, `os.makedirs(...)`, changes no value the function reads)."""
     if isinstance(stmt, ast.ImportFrom) and any(a.name == "*" for a in stmt.names):
         return {STAR}
-    table = symtable.symtable(ast.unparse(stmt), "<stmt>", "exec")
     names = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
     for node in _this_scope(stmt):
         targets = (node.targets if isinstance(node, ast.Assign) else
@@ -117,7 +119,8 @@ def needed_statements(cells: list[str], function: str, label: str) -> list[tuple
         stmts += [(i, s) for s in tree.body]
     modules = {(a.asname or a.name).split(".")[0] for _, s in stmts if isinstance(s, (ast.Import, ast.ImportFrom))
                for a in s.names}
-    stmts = [(i, s, _names_written(s, modules)) for i, s in stmts]
+    tables = [_table(s) for _, s in stmts]                      # one symbol table a statement: what it writes, and what it reads if kept
+    stmts = [(i, s, _names_written(s, t, modules)) for (i, s), t in zip(stmts, tables)]
     if not any(function in w for _, _, w in stmts):
         from .suggest import nearest
         defined = [s.name for _, s, _ in stmts if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
@@ -134,7 +137,7 @@ def needed_statements(cells: list[str], function: str, label: str) -> list[tuple
             break
         for k in new:
             kept.add(k)
-            needed |= _names_read(stmts[k][1])
+            needed |= _names_read(tables[k])
     out: dict[int, list] = {}
     for k in sorted(kept):
         out.setdefault(stmts[k][0], []).append(stmts[k][1])
