@@ -78,6 +78,18 @@ def kit_sentence(board: dict) -> str | None:
             + "); only the methods' unlearning runs were computed here.")
 
 
+def ceiling_note(board: dict) -> str:
+    """The footnote of the ceiling row: a second population of retrained models, or projected without one."""
+    ceiling = next((r for r in board["rows"] if r["role"] == "ceiling"), None)
+    if ceiling is None:
+        return ""
+    if ceiling.get("projected"):
+        return (" `ceiling (projected)` is what a second population of retrained models would score at this N, "
+                "projected from the reference population alone (the kit holds fewer than 2N models; "
+                "docs/projection.md).")
+    return " `ceiling` is a second population of retrained models: the best any method can do at this N."
+
+
 def caution_note(board: dict) -> str | None:
     """The footnote of rows scored from fewer than 64 models, with their projections to 512."""
     rows = [r for r in board["rows"] if r.get("caution")]

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .board import COLUMNS, caution_note, cell, kit_sentence, reading_note, regime_sentence, row_label
+from .board import COLUMNS, caution_note, ceiling_note, cell, kit_sentence, reading_note, regime_sentence, row_label
 from .store import npz_bytes
 
 def leaderboard_markdown(board: dict) -> str:
@@ -32,8 +32,7 @@ def leaderboard_markdown(board: dict) -> str:
     kit = kit_sentence(board)
     head += f"**{regime_sentence(board)}**\n\n" + (f"{kit}\n\n" if kit else "")
     foot = (f"\n\nScored against a population of {board['n_models']} retrained models."
-            + (" `ceiling` is a second population of retrained models: the best any method can do at "
-               "this N." if "ceiling" in roles else "")
+            + ceiling_note(board)
             + (" `with-forget-set` is N models trained as the original was, forget set included, and no "
                "unlearning: where that row outscores "
                "a method, the method forgets less than training never changed." if "floor" in roles else "")

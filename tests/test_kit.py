@@ -51,6 +51,9 @@ def test_kit_backed_run_equals_a_run_that_trains_its_own_reference(smoke_kit, tm
     assert ceiling["projected"] is True and ceiling["role"] == "ceiling"
     assert not any(r["role"] == "floor" for r in with_kit["rows"])
     assert with_kit["kit"]["left_out"] and "projected" in with_kit["kit"]["ceiling"]
+    md = (tmp_path / "a" / "leaderboard.md").read_text()        # the legend does not claim a second population
+    assert "projected from the reference population alone" in md and "is a second population" not in md
+    assert "is a second population of retrained models" in (tmp_path / "b" / "leaderboard.md").read_text()
     assert "cost_clock_how" in with_kit and "timed here" in with_kit["cost_clock_how"]
 
 
