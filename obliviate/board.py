@@ -67,6 +67,16 @@ def regime_sentence(board: dict) -> str:
     return r["sentence"] if r else "No method row: nothing says whether this board is in the challenge's regime."
 
 
+def regime_hint(board: dict) -> str | None:
+    """Under a board outside the regime (not the `challenge` preset's): how to get one inside it."""
+    r = board.get("regime")
+    if r is None or r["in_regime"] or board.get("preset") == "challenge":
+        return None
+    return ("For a board in the regime, score on the `challenge` preset: its reference models ship with obliviate, "
+            "so `obliviate run --preset challenge --method finetune -n 8` takes about a minute on 2 cores (each "
+            "method you add costs its own 8 unlearning runs).")
+
+
 def kit_sentence(board: dict) -> str | None:
     """Where the reference came from, when a kit supplied it."""
     k = board.get("kit")

@@ -38,11 +38,11 @@ def parse_hp(items) -> dict:
 
 def leaderboard_table(board: dict) -> Table:
     from rich.table import Table
-    from .board import COLUMNS, SHORT, fmt, kit_sentence, reading_note, regime_sentence, row_label
-    kit = kit_sentence(board)
+    from .board import COLUMNS, SHORT, fmt, kit_sentence, reading_note, regime_hint, regime_sentence, row_label
+    kit, hint = kit_sentence(board), regime_hint(board)
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}"
                     + reading_note(board, " · "),
-              caption=regime_sentence(board) + (f"\n{kit}" if kit else ""), caption_justify="left")
+              caption=regime_sentence(board) + (f"\n{hint}" if hint else "") + (f"\n{kit}" if kit else ""), caption_justify="left")
     ci = any(r.get("score_ci") for r in board["rows"])
     level = f"{100 * (board.get('confidence') or 0.95):g}%"
     for c in COLUMNS:   # the method keeps one line

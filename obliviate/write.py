@@ -13,7 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .board import COLUMNS, caution_note, ceiling_note, cell, kit_sentence, reading_note, regime_sentence, row_label
+from .board import (COLUMNS, caution_note, ceiling_note, cell, kit_sentence, reading_note, regime_hint,
+                    regime_sentence, row_label)
 from .store import npz_bytes
 
 def leaderboard_markdown(board: dict) -> str:
@@ -30,7 +31,8 @@ def leaderboard_markdown(board: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     roles = {r["role"] for r in board["rows"]}
     kit = kit_sentence(board)
-    head += f"**{regime_sentence(board)}**\n\n" + (f"{kit}\n\n" if kit else "")
+    hint = regime_hint(board)
+    head += f"**{regime_sentence(board)}**\n\n" + (f"{hint}\n\n" if hint else "") + (f"{kit}\n\n" if kit else "")
     foot = (f"\n\nScored against a population of {board['n_models']} retrained models."
             + ceiling_note(board)
             + (" `with-forget-set` is N models trained as the original was, forget set included, and no "

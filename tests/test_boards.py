@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from obliviate.board import regime_hint
 from obliviate.errors import UserError
 from obliviate.metrics.regime import board_verdict, verdict
 from obliviate.plan import RunConfig, method_populations
@@ -38,6 +39,9 @@ def test_small_boards_say_they_are_not_in_the_regime_everywhere(boards, preset):
     assert json.loads((folder / "leaderboard.json").read_text())["regime"] == r
     assert r["sentence"] in (folder / "leaderboard.md").read_text()
     assert r["sentence"].replace("'", "&#x27;") in (folder / "report.html").read_text()
+    hint = regime_hint(board)                                   # and says where a board in the regime is
+    assert "--preset challenge" in hint and hint in (folder / "leaderboard.md").read_text()
+    assert hint in (folder / "report.html").read_text() and hint in (folder / "report.md").read_text()
     p = subprocess.run(CLI + ["diagnose", str(folder), "--draws", "4", "--json"], capture_output=True, text=True,
                        check=True)
     result = json.loads(p.stdout)
@@ -81,6 +85,15 @@ def test_terminal_board_has_the_regime_sentence_and_p_beats_finetune(tmp_path):
                               "--no-kit", "--out", str(tmp_path / "r"), "--cache", str(tmp_path / "c")],
                        capture_output=True, text=True, check=True)
     assert "P(> finetune)" in p.stdout and "Not in the challenge's regime" in p.stdout
+    assert "For a board in the regime, score on the `challenge` preset" in " ".join(p.stdout.split())
+
+
+def test_the_hint_towards_the_regime_is_only_under_boards_outside_it():
+    out = {"in_regime": False, "sentence": "Not in the challenge's regime: ..."}
+    assert regime_hint({"preset": "digits", "regime": out})
+    assert regime_hint({"preset": "digits", "regime": {**out, "in_regime": True}}) is None
+    assert regime_hint({"preset": "challenge", "regime": out}) is None     # already the faithful preset
+    assert regime_hint({"preset": "digits", "regime": None}) is None
 
 
 def test_winners_run_as_their_notebooks_by_default_and_write_up_on_request():

@@ -14,7 +14,7 @@ from ..version import __version__
 from ..errors import UserError
 from ..store import Store, arrays_digest, atomic_write_bytes, current_umask
 from .glossary import metric_glossary
-from ..board import REFERENCE, ROLE_ORDER, interval, kit_sentence, regime_sentence, row_label
+from ..board import REFERENCE, ROLE_ORDER, interval, kit_sentence, regime_hint, regime_sentence, row_label
 from .folder import RunFolder, load_run, num, over_budget
 
 FILES_DIR = "report_files"
@@ -230,6 +230,7 @@ def _html(run, rows, meta, figs, fig_alt, example_caption, glossary) -> str:
            f"<h1>Unlearning leaderboard: {e(str(run.board.get('preset', run.name)))}</h1>",
            '<div class="meta">' + "".join(f"<span>{e(k)}: <b>{e(v)}</b></span>" for k, v in meta) + "</div>",
            f'<p class="regime"><b>{e(regime_sentence(run.board))}</b></p>'
+           + (f'<p class="note">{e(regime_hint(run.board))}</p>' if regime_hint(run.board) else "")
            + (f'<p class="note">{e(kit_sentence(run.board))}</p>' if kit_sentence(run.board) else ""),
            '<nav><a href="#leaderboard">Leaderboard</a><a href="#score-cost">Score vs cost</a>'
            '<a href="#epsilons">Epsilons</a><a href="#examples">Forget examples</a>'
@@ -298,6 +299,7 @@ def _markdown(run, rows, meta, fig_files, fig_alt, example_caption) -> str:
     lines = [f"# Unlearning leaderboard: {_md_cell(run.board.get('preset', run.name))}", ""]
     lines += [f"- **{k}**: {_md_cell(v)}" for k, v in meta] + [""]
     lines += [f"**{regime_sentence(run.board)}**", ""]
+    lines += [regime_hint(run.board), ""] if regime_hint(run.board) else []
     kit = kit_sentence(run.board)
     lines += [kit, ""] if kit else []
     lines += ["## Leaderboard", "",
