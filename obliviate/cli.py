@@ -42,7 +42,8 @@ def leaderboard_table(board: dict) -> Table:
     kit, hint = kit_sentence(board), regime_hint(board)
     t = Table(title=f"{board['preset']} · forget {board['forget']} · N = {board['n_models']} · seed {board['seed']}"
                     + reading_note(board, " · "),
-              caption=regime_sentence(board) + (f"\n{hint}" if hint else "") + (f"\n{kit}" if kit else ""), caption_justify="left")
+              caption=regime_sentence(board) + (f"\n{hint}" if hint else "") + (f"\n{kit}" if kit else ""),
+              caption_justify="left")
     ci = any(r.get("score_ci") for r in board["rows"])
     level = f"{100 * (board.get('confidence') or 0.95):g}%"
     for c in COLUMNS:   # the method keeps one line

@@ -119,7 +119,7 @@ def needed_statements(cells: list[str], function: str, label: str) -> list[tuple
         stmts += [(i, s) for s in tree.body]
     modules = {(a.asname or a.name).split(".")[0] for _, s in stmts if isinstance(s, (ast.Import, ast.ImportFrom))
                for a in s.names}
-    tables = [_table(s) for _, s in stmts]                      # one symbol table a statement: what it writes, and what it reads if kept
+    tables = [_table(s) for _, s in stmts]      # one symbol table a statement: what it writes, and reads if kept
     stmts = [(i, s, _names_written(s, t, modules)) for (i, s), t in zip(stmts, tables)]
     if not any(function in w for _, _, w in stmts):
         from .suggest import nearest
