@@ -17,7 +17,8 @@ runs only what the function needs, so the notebook runs as it was downloaded:
 Unused imports (`import torchvision`, `import wandb`) and the harness cells are not run. A traceback names the
 notebook and the code cell (numbered from 1, code cells only) with the line in that cell. The cache key covers
 the kept code (`__obliviate_code__`, read by codehash): editing an output, a markdown cell or a cell the
-function does not need recomputes nothing.
+function does not need recomputes nothing. `import_script` applies the rule to a method's `.py` that fails to
+import whole (a notebook exported as a script; obliviate/usercode.py decides when).
 """
 from __future__ import annotations
 
@@ -142,6 +143,20 @@ def needed_statements(cells: list[str], function: str, label: str) -> list[tuple
     for k in sorted(kept):
         out.setdefault(stmts[k][0], []).append(stmts[k][1])
     return sorted(out.items())
+
+
+def import_script(path, function: str, module_name: str):
+    """A `.py` file by the same rule, one cell (the caller uses it when the file fails to import whole: a notebook
+    exported as a script, its harness at top level). Frames name the file's own lines."""
+    path = Path(path)
+    source = path.read_text(encoding="utf-8")
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path)
+    stmts = [s for _, kept in needed_statements([source], function, str(path)) for s in kept]
+    tree = ast.Module(body=stmts, type_ignores=[])
+    exec(compile(tree, str(path), "exec"), module.__dict__)
+    module.__obliviate_code__ = ast.dump(tree, include_attributes=False).encode()
+    return module
 
 
 def import_notebook(path, function: str, module_name: str):

@@ -83,6 +83,7 @@ class Plan:
     out: Path
     kit: object = None        # the reference kit the run reads (obliviate.kit.Kit), or None
     kit_notes: list = field(default_factory=list)   # one line per kit considered and not used, and why
+    method_notes: list = field(default_factory=list)   # one line per user file that ran by the notebook rule
 
 
 def model_spec(preset: Preset) -> dict:
@@ -237,8 +238,11 @@ def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
     """The whole job graph and its keys; `jobs` holds only the chunks the store does not have yet."""
     preset, n, device, method_pops, splits = prepare(cfg, store)
     layers = build_model(preset.model, splits.in_shape, splits.num_classes, seed=0, **preset.model_kwargs)
+    method_notes = []
     for pop in method_pops:                     # what a layer-choosing winner becomes on this model
-        pop.note = get_method(pop.method).degenerate_on(layers, pop.hparams)
+        method = get_method(pop.method)
+        pop.note = method.degenerate_on(layers, pop.hparams)
+        method_notes += [method.note] if method.note else []
     kit, kit_notes = choose_kit(cfg, preset, splits, device, n)
     train_code = training_code(preset)          # read once: it hashes ~20 source files
     okey = (content_key({"kit_original": kit.record["original"]["weights_sha256"]}) if kit else
@@ -262,4 +266,4 @@ def plan_run(cfg: RunConfig, store: Store, out: Path) -> Plan:
             ckeys[pop.name].append(key)
             if not store.path("chunks", key, "npz").exists():
                 jobs.append(Job(pop, seeds, key))
-    return Plan(cfg, preset, n, device, splits, pops, okey, ckeys, jobs, out, kit, kit_notes)
+    return Plan(cfg, preset, n, device, splits, pops, okey, ckeys, jobs, out, kit, kit_notes, method_notes)

@@ -43,7 +43,7 @@ def run(cfg: RunConfig, progress=None) -> tuple[dict, Path]:
     if plan.device.type == "cpu":                   # the preset's count, or PyTorch's own default (all cores)
         torch.set_num_threads(plan.preset.threads or DEFAULT_THREADS)
     if progress:
-        for line in plan.kit_notes:
+        for line in plan.kit_notes + plan.method_notes:
             progress.note(line)
         if plan.kit is not None:
             progress.note(f"reference from kit {plan.kit.name!r} ({plan.kit.path}): its original and {plan.n} of its "

@@ -80,8 +80,9 @@ def user_code_error(what: str, exc: BaseException) -> UserCodeError:
 
 def import_user_file(path, what: str, module_name: str, function: str | None = None):
     """Execute the user's file `path` as module `module_name` (a notebook, `.ipynb`: only the code `function`
-    needs, obliviate/notebook.py); a failure while importing it (any exception, or sys.exit) becomes one
-    UserCodeError naming `what` ("method", "model") and the user's own frames."""
+    needs, obliviate/notebook.py; a method's `.py` that fails to import whole: the same, `_needed_code_only`); a
+    failure while importing it (any exception, or sys.exit) becomes one UserCodeError naming `what` ("method",
+    "model") and the user's own frames."""
     try:
         if Path(path).suffix == ".ipynb":
             from .notebook import import_notebook
@@ -92,5 +93,29 @@ def import_user_file(path, what: str, module_name: str, function: str | None = N
     except UserError:
         raise
     except (Exception, SystemExit) as e:
-        raise user_code_error(f"{what} file {str(path)!r} failed to import", e) from None
+        if function is None:
+            raise user_code_error(f"{what} file {str(path)!r} failed to import", e) from None
+        return _needed_code_only(path, what, function, module_name, e)
+    return module
+
+
+def _needed_code_only(path, what: str, function: str, module_name: str, error: BaseException):
+    """A method file that fails to import whole (a Kaggle notebook exported as .py: its magics, data and harness code
+    at top level) runs by the notebook's rule: only the top-level code `function` needs (obliviate/notebook.py); the
+    module's `__obliviate_note__` says so in one line. Where the file has no such function, the whole file's error
+    is shown; where the code the function needs fails, that error is (the one to fix)."""
+    from .notebook import import_script
+    failed = f"{what} file {str(path)!r} failed to import"
+    try:
+        module = import_script(path, function, module_name)
+    except (UserError, OSError, UnicodeDecodeError):
+        raise user_code_error(failed, error) from None
+    except (Exception, SystemExit) as e:
+        raise user_code_error(failed, e) from None
+    if not callable(getattr(module, function, None)):
+        raise user_code_error(failed, error) from None
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == Path(path)]
+    at = f" at line {lines[-1]}" if lines else ""
+    module.__obliviate_note__ = (f"{path} failed to import whole ({type(error).__name__}{at}: {error}); ran only "
+                                 f"the top-level code {function} needs, as for a notebook")
     return module

@@ -150,6 +150,19 @@ NOOP = HEAD + '''def unlearning(net, retain_loader, forget_loader, val_loader):
 '''
 
 
+IMPORTS_CELL = HEAD + "import os\nimport subprocess\nimport kaggle_only_package   # not installed here\n"
+DATA_CELL = ("def get_dataset(batch_size):\n    retain = pd.read_csv('/kaggle/input/neurips-2023-machine-unlearning/"
+             "retain.csv')\n    raise RuntimeError('a data cell ran')\n")
+HARNESS_CELL = ("if os.path.exists('/kaggle/input/neurips-2023-machine-unlearning/empty.txt'):\n"
+                "    subprocess.run('touch submission.zip', shell=True)\nelse:\n"
+                "    retain_loader, forget_loader, validation_loader = get_dataset(64)\n"
+                "    net = resnet18(weights=None, num_classes=10).to(DEVICE)\n"
+                "    for i in range(512):\n"
+                "        net.load_state_dict(torch.load('/kaggle/input/neurips-2023-machine-unlearning/original.pth', weights_only=True))\n"
+                "        unlearning(net, retain_loader, forget_loader, validation_loader)\n"
+                "        torch.save(net.state_dict(), f'/kaggle/tmp/unlearned_checkpoint_{i}.pth')\n")
+
+
 def kaggle_notebook(function_cell: str, lr_cell: str = "") -> str:
     """A competition notebook as Kaggle's download gives it (.ipynb JSON): markdown, shell and magic lines, an
     import the function does not use and this machine lacks, the data cells that read /kaggle/input, the
@@ -157,18 +170,10 @@ def kaggle_notebook(function_cell: str, lr_cell: str = "") -> str:
     cells = [
         ("markdown", "# Unlearning by fine-tuning\nThe starter, as submitted."),
         ("code", "!pip install -q kaggle-only-package\n%matplotlib inline"),
-        ("code", HEAD + "import os\nimport subprocess\nimport kaggle_only_package   # not installed here\n"),
-        ("code", "def get_dataset(batch_size):\n    retain = pd.read_csv('/kaggle/input/neurips-2023-machine-unlearning/"
-                 "retain.csv')\n    raise RuntimeError('a data cell ran')\n" + lr_cell),
+        ("code", IMPORTS_CELL),
+        ("code", DATA_CELL + lr_cell),
         ("code", "%%time\n" + function_cell),
-        ("code", "if os.path.exists('/kaggle/input/neurips-2023-machine-unlearning/empty.txt'):\n"
-                 "    subprocess.run('touch submission.zip', shell=True)\nelse:\n"
-                 "    retain_loader, forget_loader, validation_loader = get_dataset(64)\n"
-                 "    net = resnet18(weights=None, num_classes=10).to(DEVICE)\n"
-                 "    for i in range(512):\n"
-                 "        net.load_state_dict(torch.load('/kaggle/input/neurips-2023-machine-unlearning/original.pth', weights_only=True))\n"
-                 "        unlearning(net, retain_loader, forget_loader, validation_loader)\n"
-                 "        torch.save(net.state_dict(), f'/kaggle/tmp/unlearned_checkpoint_{i}.pth')\n"),
+        ("code", HARNESS_CELL),
     ]
     out = [{"name": "stdout", "output_type": "stream", "text": ["CPU times: user 1h 2min\n"]}]
     return json.dumps({"cells": [{"cell_type": kind, "metadata": {}, "source": src.splitlines(True),
@@ -177,6 +182,19 @@ def kaggle_notebook(function_cell: str, lr_cell: str = "") -> str:
 
 
 NOTEBOOK = kaggle_notebook(STARTER[len(HEAD):])      # the starter's DEVICE line and function, in a whole notebook
+
+
+def kaggle_script(function_cell: str) -> str:
+    """The same notebook exported as a script (`jupyter nbconvert --to script`): magics become get_ipython() calls
+    and the data and harness cells sit at top level, so the file fails to import whole on any machine but Kaggle's."""
+    cells = ["get_ipython().system('pip install -q kaggle-only-package')\n"
+             "get_ipython().run_line_magic('matplotlib', 'inline')\n", IMPORTS_CELL, DATA_CELL, function_cell,
+             HARNESS_CELL]
+    return "#!/usr/bin/env python\n# coding: utf-8\n\n" + "".join(f"# In[{i}]:\n\n\n{c}\n\n"
+                                                                  for i, c in enumerate(cells, 1))
+
+
+SCRIPT = kaggle_script(STARTER[len(HEAD):])
 
 RAISES = HEAD + '''def helper(x):
     return x.view(-1, 3, 7)
@@ -207,6 +225,7 @@ def styles(tmp_path_factory):
              [("starter", STARTER), ("tuple_style", TUPLE), ("dataloader", DATALOADER), ("subset", SUBSET),
               ("uses_len", LEN), ("noop", NOOP), ("top_team", TOP)]}
     specs["notebook"] = write(d, "notebook", NOTEBOOK, ".ipynb")
+    specs["script"] = write(d, "script", SCRIPT)
     board, out = run(cfg(d / "cache", d / "out", methods=[*specs.values(), "finetune"]))
     rows = {r["method"].split(":")[0]: r for r in board["rows"]}
     return d, specs, rows, out
@@ -278,6 +297,7 @@ def test_every_submission_style_runs_and_scores(styles):
     # and a whole Kaggle notebook holding the starter runs it, and only it (its data and harness cells would fail)
     for k in ("forgetting_quality", "retain_acc", "test_acc", "forget_acc"):
         assert rows["starter"][k] == rows["tuple_style"][k] == rows["finetune"][k] == rows["notebook"][k], k
+        assert rows["script"][k] == rows["starter"][k], k       # and exported as a .py: the same code runs
     # its own DataLoader / a Subset over loader.dataset really trains: ascent lowers forget accuracy
     assert rows["dataloader"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
     assert rows["subset"]["forget_acc"] < rows["noop"]["forget_acc"] - 0.2
@@ -453,6 +473,35 @@ def test_a_notebook_runs_only_what_its_function_needs_and_its_errors_name_the_ce
         f.write_text(text)
         with pytest.raises(UserError, match=re.escape(says)):
             get_method(f"{f}:unlearning")
+
+
+def test_a_notebook_exported_as_a_script_runs_what_its_function_needs_and_says_so(tmp_path, smoke):
+    # nbconvert's export fails to import whole anywhere but in IPython (get_ipython, line 7) and on Kaggle (its
+    # harness reads /kaggle/input): the function and what it needs run, and the run says so in one line
+    from obliviate.execute import Context, run_job_safe
+    from obliviate.plan import Job, Population
+    f = tmp_path / "export.py"
+    f.write_text(SCRIPT)
+    note = get_method(f"{f}:unlearning").note
+    assert f"{f} failed to import whole (NameError at line 7: name 'get_ipython' is not defined)" in note
+    assert "ran only the top-level code unlearning needs" in note
+    assert get_method(write(tmp_path, "plain", STARTER)).note == ""          # a file that imports: no note
+    # an error in the code the function needs is that error, in the file's own lines (not get_ipython's)
+    f.write_text(kaggle_script(RAISES[len(HEAD):]))
+    pop = Population("export:unlearning", "method", "unlearn", "unlearn", method=f"{f}:unlearning")
+    ctx = Context(smoke.splits, smoke.preset, smoke.original.state_dict(), "cpu")
+    err = run_job_safe(ctx, Job(pop, [1], "k"))["__error__"]
+    assert "RuntimeError: shape '[-1, 3, 7]' is invalid" in err and "return x.view(-1, 3, 7)" in err
+    lines = SCRIPT.split("\n")
+    f.write_text(SCRIPT.replace('DEVICE = "cuda" if', 'DEVICE = "cuda" if 1 / 0 or'))
+    with pytest.raises(UserError) as e:
+        get_method(f"{f}:unlearning")
+    line = next(i for i, s in enumerate(lines, 1) if s.startswith("DEVICE"))
+    assert "ZeroDivisionError" in str(e.value) and f'export.py", line {line}' in str(e.value)
+    # no such function: the whole file's error stands
+    f.write_text(SCRIPT.replace("def unlearning", "def unlearn_it"))
+    with pytest.raises(UserError, match="NameError: name 'get_ipython' is not defined"):
+        get_method(f"{f}:unlearning")
 
 
 def test_a_notebook_is_keyed_by_the_code_it_runs(tmp_path):

@@ -35,6 +35,7 @@ class Method:
     degenerate: object = None     # (model, hp) -> str | None: what the method becomes on a small model
     user: object = None           # a user's own function (file or Python callable): runs under the challenge's
                                   # harness semantics (protocol.unlearn_once); its cache key is its source (codehash)
+    note: str = ""                # a user file that ran by the notebook rule (usercode): one line for the run
     notebook: tuple = ()          # ((hyperparameter, value), ...): the team's Kaggle notebook as ported by
                                   # xcadet/deepunlearn, where it differs from the write-up's values in the
                                   # signature (`--reading notebook`; docs/methods.md, "Two readings")
@@ -260,7 +261,7 @@ def load_user_method(spec: str) -> Method:
     if not callable(fn):
         raise _no_function(path, fname, module)
 
-    return _user_method(f"{p.stem}:{fname}", fn)
+    return _user_method(f"{p.stem}:{fname}", fn, getattr(module, "__obliviate_note__", ""))
 
 
 def _no_function(path: str, fname: str, module) -> UserError:
@@ -278,10 +279,10 @@ def _no_function(path: str, fname: str, module) -> UserError:
                      f"{fname}(net, retain_loader, forget_loader, val_loader) in it.")
 
 
-def _user_method(name: str, fn) -> Method:
+def _user_method(name: str, fn, note: str = "") -> Method:
     def unlearn(model, retain, forget, val, *, generator):
         return fn(model, retain, forget, val)
-    return Method(name, unlearn, {}, inspect.getdoc(fn) or "", user=fn)
+    return Method(name, unlearn, {}, inspect.getdoc(fn) or "", user=fn, note=note)
 
 
 CALLABLE_PREFIX = "python:"
