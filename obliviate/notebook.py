@@ -145,17 +145,46 @@ def needed_statements(cells: list[str], function: str, label: str) -> list[tuple
     return sorted(out.items())
 
 
+def script_cells(source: str) -> list[tuple[str, str | None]]:
+    """A script as (source, where) parts in file order. nbconvert writes a cell under %%time, %%timeit or %%capture
+    as `get_ipython().run_cell_magic('time', '', '<the cell>')`: that cell's code is a part of its own (`where`
+    names the call's line); the file's other statements are parts with `where` None, padded with blank lines so
+    that they keep their line numbers."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return [(source, None)]                 # needed_statements says where it does not parse
+    lines, parts, start = source.split("\n"), [], 1
+    for stmt in tree.body:
+        call = stmt.value if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) else None
+        magic = (call is not None and isinstance(call.func, ast.Attribute) and call.func.attr == "run_cell_magic"
+                 and len(call.args) == 3 and all(isinstance(a, ast.Constant) for a in call.args)
+                 and f"%%{call.args[0].value}" in KEEP_CELL_MAGICS and isinstance(call.args[2].value, str))
+        if magic:
+            parts.append(("\n" * (start - 1) + "\n".join(lines[start - 1:stmt.lineno - 1]), None))
+            parts.append((call.args[2].value, f"the %%{call.args[0].value} cell at line {stmt.lineno}"))
+            start = stmt.end_lineno + 1
+    parts.append(("\n" * (start - 1) + "\n".join(lines[start - 1:]), None))
+    return parts
+
+
 def import_script(path, function: str, module_name: str):
-    """A `.py` file by the same rule, one cell (the caller uses it when the file fails to import whole: a notebook
-    exported as a script, its harness at top level). Frames name the file's own lines."""
+    """A `.py` file by the same rule (the caller uses it when the file fails to import whole: a notebook exported as
+    a script, its harness at top level). Frames name the file's own lines, or the cell a cell magic ran."""
     path = Path(path)
-    source = path.read_text(encoding="utf-8")
+    parts = script_cells(path.read_text(encoding="utf-8"))
     module = types.ModuleType(module_name)
     module.__file__ = str(path)
-    stmts = [s for _, kept in needed_statements([source], function, str(path)) for s in kept]
-    tree = ast.Module(body=stmts, type_ignores=[])
-    exec(compile(tree, str(path), "exec"), module.__dict__)
-    module.__obliviate_code__ = ast.dump(tree, include_attributes=False).encode()
+    code = []
+    for i, stmts in needed_statements([src for src, _ in parts], function, str(path)):
+        src, where = parts[i]
+        filename = str(path) if where is None else f"{path}, {where}"
+        if where is not None:                   # the cell's own lines, for tracebacks
+            linecache.cache[filename] = (len(src), None, [line + "\n" for line in src.split("\n")], filename)
+        tree = ast.Module(body=stmts, type_ignores=[])
+        code.append(ast.dump(tree, include_attributes=False))
+        exec(compile(tree, filename, "exec"), module.__dict__)
+    module.__obliviate_code__ = "\n".join(code).encode()
     return module
 
 

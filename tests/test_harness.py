@@ -186,10 +186,11 @@ NOTEBOOK = kaggle_notebook(STARTER[len(HEAD):])      # the starter's DEVICE line
 
 def kaggle_script(function_cell: str) -> str:
     """The same notebook exported as a script (`jupyter nbconvert --to script`): magics become get_ipython() calls
-    and the data and harness cells sit at top level, so the file fails to import whole on any machine but Kaggle's."""
+    (the function's %%time cell a string passed to run_cell_magic) and the data and harness cells sit at top level,
+    so the file fails to import whole on any machine but Kaggle's."""
     cells = ["get_ipython().system('pip install -q kaggle-only-package')\n"
-             "get_ipython().run_line_magic('matplotlib', 'inline')\n", IMPORTS_CELL, DATA_CELL, function_cell,
-             HARNESS_CELL]
+             "get_ipython().run_line_magic('matplotlib', 'inline')\n", IMPORTS_CELL, DATA_CELL,
+             f"get_ipython().run_cell_magic('time', '', {function_cell!r})\n", HARNESS_CELL]
     return "#!/usr/bin/env python\n# coding: utf-8\n\n" + "".join(f"# In[{i}]:\n\n\n{c}\n\n"
                                                                   for i, c in enumerate(cells, 1))
 
@@ -491,13 +492,20 @@ def test_a_notebook_exported_as_a_script_runs_what_its_function_needs_and_says_s
     pop = Population("export:unlearning", "method", "unlearn", "unlearn", method=f"{f}:unlearning")
     ctx = Context(smoke.splits, smoke.preset, smoke.original.state_dict(), "cpu")
     err = run_job_safe(ctx, Job(pop, [1], "k"))["__error__"]
+    at = next(i for i, s in enumerate(f.read_text().split("\n"), 1) if "run_cell_magic" in s)
     assert "RuntimeError: shape '[-1, 3, 7]' is invalid" in err and "return x.view(-1, 3, 7)" in err
-    lines = SCRIPT.split("\n")
+    assert f'File "{f}, the %%time cell at line {at}", line 2, in helper' in err
     f.write_text(SCRIPT.replace('DEVICE = "cuda" if', 'DEVICE = "cuda" if 1 / 0 or'))
     with pytest.raises(UserError) as e:
         get_method(f"{f}:unlearning")
-    line = next(i for i, s in enumerate(lines, 1) if s.startswith("DEVICE"))
-    assert "ZeroDivisionError" in str(e.value) and f'export.py", line {line}' in str(e.value)
+    assert "ZeroDivisionError" in str(e.value) and f'the %%time cell at line {at}", line 1' in str(e.value)
+    assert 'DEVICE = "cuda" if 1 / 0 or' in str(e.value)
+    broken = SCRIPT.replace("from torch import nn, optim", "from torch import nn, optim, no_such_name")
+    f.write_text(broken)
+    with pytest.raises(UserError) as e:                 # the file's own line, where it is not in a magic cell
+        get_method(f"{f}:unlearning")
+    line = next(i for i, s in enumerate(broken.split("\n"), 1) if "no_such_name" in s)
+    assert "ImportError" in str(e.value) and f'export.py", line {line}' in str(e.value)
     # no such function: the whole file's error stands
     f.write_text(SCRIPT.replace("def unlearning", "def unlearn_it"))
     with pytest.raises(UserError, match="NameError: name 'get_ipython' is not defined"):
