@@ -50,7 +50,9 @@ def test_small_boards_say_they_are_not_in_the_regime_everywhere(boards, preset):
     from obliviate.analysis.diagnose import diagnose_table
     console = Console(width=300, record=True)
     console.print(diagnose_table(result))                       # what `obliviate diagnose` prints
-    assert "Not in the challenge's regime" in console.export_text()
+    text = console.export_text()
+    assert "Not in the challenge's regime" in text
+    assert result["preset"] == preset and regime_hint(result) in " ".join(text.split())
 
 
 def test_a_synthetic_board_in_the_regime_says_so():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..board import REFERENCE, ROLE_TAGS, interval
+from ..board import REFERENCE, ROLE_TAGS, interval, regime_hint
 from ..errors import UserError
 from ..seeds import draw_label
 from ..metrics.regime import board_verdict
@@ -64,7 +64,8 @@ def diagnose_run(run_dir, project_n: int = PROJECT_N, draws: int = DRAWS, confid
                                                  seed=row_seed(seed, draw_label(REFERENCE)), confidence=confidence)
     verdict = board_verdict(run.rows, {r["method"]: run.row_population(r)["conf"] for r in run.rows
                                        if r["role"] == "method"}, ref["conf"])
-    return {"run": str(run.path), "n_models": int(ref["conf"].shape[0]), "project_n": project_n, "draws": draws,
+    return {"run": str(run.path), "preset": run.board.get("preset"), "n_models": int(ref["conf"].shape[0]),
+            "project_n": project_n, "draws": draws,
             "confidence": confidence, "projected_ceiling": point, "projected_ceiling_ci": [lo, hi],
             "regime": verdict, "rows": rows}
 
@@ -80,6 +81,7 @@ def diagnose_table(result: dict):
     t = Table(title=f"{result['run']} · N = {n} · projected to N = {pn} ({result['draws']} draws) · "
                     f"challenge regime: spread ratio ~0.9-1.0, location gap <= ~0.5",
               caption=(result["regime"]["sentence"] + "\n" if result.get("regime") else "") +
+                      (regime_hint(result) + "\n" if regime_hint(result) else "") +
                       f"a perfect unlearner on this data (the retrained models against themselves) projects to "
                       f"F = {result['projected_ceiling']:.4f} ({_ci(result['projected_ceiling_ci'])}) at N = {pn}; "
                       f"the challenge's finetune scored ~0.058 against ~0.19", caption_justify="left")
