@@ -173,33 +173,29 @@ def import_script(path, function: str, module_name: str):
     a script, its harness at top level). Frames name the file's own lines, or the cell a cell magic ran."""
     path = Path(path)
     parts = script_cells(path.read_text(encoding="utf-8"))
-    module = types.ModuleType(module_name)
-    module.__file__ = str(path)
-    code = []
-    for i, stmts in needed_statements([src for src, _ in parts], function, str(path)):
-        src, where = parts[i]
-        filename = str(path) if where is None else f"{path}, {where}"
-        if where is not None:                   # the cell's own lines, for tracebacks
-            linecache.cache[filename] = (len(src), None, [line + "\n" for line in src.split("\n")], filename)
-        tree = ast.Module(body=stmts, type_ignores=[])
-        code.append(ast.dump(tree, include_attributes=False))
-        exec(compile(tree, filename, "exec"), module.__dict__)
-    module.__obliviate_code__ = "\n".join(code).encode()
-    return module
+    return _run_needed(path, [(src, str(path) if where is None else f"{path}, {where}") for src, where in parts],
+                       function, module_name)
 
 
 def import_notebook(path, function: str, module_name: str):
     """Step 3: a module holding what `function` needs from the notebook at `path` (its frames name the cell).
     Errors while it runs propagate as they are (the caller shows them as the user's frames)."""
     path = Path(path)
-    cells = code_cells(path)
+    return _run_needed(path, [(cell, f"{path}, code cell {i + 1}") for i, cell in enumerate(code_cells(path))],
+                       function, module_name)
+
+
+def _run_needed(path: Path, parts: list[tuple[str, str]], function: str, module_name: str):
+    """A module holding what `function` needs from `parts` ((source, the filename its frames show), in order): the
+    kept statements of each part, compiled under its filename (a name that is not the file's own gets the part's
+    lines in linecache, for tracebacks) and executed in order; `__obliviate_code__` is the kept code, for the key."""
     module = types.ModuleType(module_name)
     module.__file__ = str(path)
     code = []
-    for i, stmts in needed_statements(cells, function, str(path)):
-        filename = f"{path}, code cell {i + 1}"
-        lines = cells[i].split("\n")
-        linecache.cache[filename] = (len(cells[i]), None, [line + "\n" for line in lines], filename)
+    for i, stmts in needed_statements([src for src, _ in parts], function, str(path)):
+        src, filename = parts[i]
+        if filename != str(path):
+            linecache.cache[filename] = (len(src), None, [line + "\n" for line in src.split("\n")], filename)
         tree = ast.Module(body=stmts, type_ignores=[])
         code.append(ast.dump(tree, include_attributes=False))
         exec(compile(tree, filename, "exec"), module.__dict__)
